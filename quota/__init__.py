@@ -1,0 +1,37 @@
+"""Daily API-credit quotas per tenant, kept in Redis.
+
+    from quota import CreditBucket, InvalidLimit
+    bucket = CreditBucket.from_url("redis://127.0.0.1:6379/0")
+    bucket.set_limit("acme", 150_000, actor="ops@example.com")
+    grant = bucket.take("acme", 1)
+"""
+
+from quota.bucket import AuditEntry, Clock, CreditBucket, Grant, LimitState, Status
+from quota.errors import (
+    InvalidInput,
+    InvalidLimit,
+    InvalidResetTime,
+    InvalidTenant,
+    QuotaError,
+    QuotaExhausted,
+    QuotaUnavailable,
+)
+from quota.validation import MAX_LIMIT, MIN_LIMIT
+
+__all__ = [
+    "MAX_LIMIT",
+    "MIN_LIMIT",
+    "AuditEntry",
+    "Clock",
+    "CreditBucket",
+    "Grant",
+    "InvalidInput",
+    "InvalidLimit",
+    "InvalidResetTime",
+    "InvalidTenant",
+    "LimitState",
+    "QuotaError",
+    "QuotaExhausted",
+    "QuotaUnavailable",
+    "Status",
+]

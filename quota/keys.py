@@ -1,0 +1,50 @@
+"""Every Redis key crmsync uses, in one place.
+
+A tenant's keys all carry the hash tag ``{tenant}``, so each tenant lives in one Redis Cluster slot and a
+script may touch several of them. Cross-tenant indexes (the tenant registry) carry no tag and are only
+touched outside tenant scripts.
+
+=====================================  ======  ==============================================================
+key                                    type    what
+=====================================  ======  ==============================================================
+``crmsync:tenants``                    set     every tenant id that has quota config
+``crmsync:{T}:config``                 hash    ``limit``, ``reset_at`` (HH:MM UTC), ``reset_from``
+``crmsync:{T}:w:<END>``                int     credits used in the window ending at epoch second ``END``;
+                                               expires shortly after ``END``
+``crmsync:{T}:audit``                  list    JSON audit entries, newest first, trimmed to a bound
+=====================================  ======  ==============================================================
+
+The limit is a value, never part of a key: a change applies to the next take without moving any state.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PREFIX",
+    "TENANTS",
+    "audit",
+    "config",
+    "window_prefix",
+]
+
+PREFIX = "crmsync:"
+TENANTS = f"{PREFIX}tenants"
+
+
+def _scope(tenant: str) -> str:
+    return f"{PREFIX}{{{tenant}}}"
+
+
+def config(tenant: str) -> str:
+    """Hash of a tenant's admin-set quota config."""
+    return f"{_scope(tenant)}:config"
+
+
+def window_prefix(tenant: str) -> str:
+    """Prefix of a tenant's window counters; the metering script appends the window's end (epoch seconds)."""
+    return f"{_scope(tenant)}:w:"
+
+
+def audit(tenant: str) -> str:
+    """List of a tenant's config changes, newest first."""
+    return f"{_scope(tenant)}:audit"

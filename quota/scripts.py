@@ -1,0 +1,36 @@
+"""Lua scripts, called lean: one ``EVALSHA`` round trip, loading the script only when Redis lacks it.
+
+redis-py's ``Script`` wrapper costs about a fifth of the throughput of a raw round trip; the metering
+script is on every Salesforce request's path, so it is called through ``execute_command`` directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from typing import Any
+
+import redis
+
+__all__ = ["LuaScript", "CONFIGURE", "METER"]
+
+
+class LuaScript:
+    """A Lua script shipped in ``quota/scripts``, run by its SHA1."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files("quota").joinpath("scripts", f"{name}.lua").read_text("utf-8")
+        self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
+        """Run the script on ``client`` with ``keys`` and ``args``."""
+        try:
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            client.execute_command("SCRIPT", "LOAD", self.source)
+            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+
+METER = LuaScript("meter")
+CONFIGURE = LuaScript("configure")

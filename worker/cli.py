@@ -1,0 +1,67 @@
+"""The ``crmsync`` command: one entry point, each area of the system registering its own subcommands.
+
+Bad input never shows a traceback: an ``InvalidInput`` (or any ``ValueError`` raised on purpose by a
+handler) exits 2 with a one-line reason on stderr; an unreachable Redis exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from quota.errors import InvalidInput, QuotaUnavailable
+
+__all__ = ["CommandError", "main"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A handler's clear, one-line refusal; ``exit_code`` is what the process exits with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+    # Imported here so `crmsync --help` stays fast and each area owns its own commands.
+    from emulator.cli import register as emulator_commands  # noqa: PLC0415
+    from quota.cli import register as quota_commands  # noqa: PLC0415
+
+    return [quota_commands, emulator_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``crmsync`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="crmsync",
+        description="Sync Salesforce orgs while metering every API call against a daily credit quota.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _registrars():
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``crmsync`` with ``argv`` and return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except (InvalidInput, CommandError) as exc:
+        print(f"crmsync: error: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", EXIT_USAGE)
+    except QuotaUnavailable as exc:
+        print(f"crmsync: error: {exc} (is REDIS_URL right?)", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
