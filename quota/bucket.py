@@ -49,6 +49,7 @@ class Status:
     resets_at: datetime
     reset_at: str
     raw_limit: str | None
+    config_error: str | None = None
 
     @property
     def percent_used(self) -> float | None:
@@ -69,6 +70,18 @@ class AuditEntry:
 
 def _text(value: bytes | str | None) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _config_error(raw_limit: str | None, raw_reset_at: str | None) -> str:
+    """Say which hand-written config value the metering script refused."""
+    problems = []
+    for value, check in ((raw_limit, parse_limit), (raw_reset_at, parse_reset_time)):
+        try:
+            if value is not None:
+                check(value)
+        except InvalidInput as exc:
+            problems.append(str(exc))
+    return "; ".join(problems) or "invalid reset_from in config"
 
 
 def _utc(epoch: float) -> datetime:
@@ -96,9 +109,12 @@ class CreditBucket:
         self._max_audit = max_audit
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> CreditBucket:
-        """Connect to Redis at ``url`` (``redis://`` or ``rediss://``, ACL user and password in the URL)."""
-        return cls(redis.Redis.from_url(url), **kwargs)
+    def from_url(cls, url: str, *, clock: Clock | None = None, **redis_options: Any) -> CreditBucket:
+        """Connect to Redis at ``url`` (``redis://`` or ``rediss://``, ACL user and password in the URL).
+
+        ``redis_options`` go to ``redis.Redis.from_url`` (timeouts, for example).
+        """
+        return cls(redis.Redis.from_url(url, **redis_options), clock=clock)
 
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock()))
@@ -149,6 +165,7 @@ class CreditBucket:
             resets_at=_utc(window_end),
             reset_at=_text(reset_at) or "00:00",
             raw_limit=_text(raw_limit),
+            config_error=_config_error(_text(raw_limit), _text(reset_at)) if state == 2 else None,
         )
 
     def set_limit(self, tenant: str, limit: object, *, actor: str, reset_at: str | None = None) -> Status:

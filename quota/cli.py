@@ -3,9 +3,149 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
 
-__all__ = ["register"]
+from quota.bucket import AuditEntry, CreditBucket, Status
+from quota.settings import redis_url
+
+__all__ = ["connect_bucket", "register", "status_dict"]
+
+_CLI_TIMEOUT_S = 5.0
+
+
+def connect_bucket() -> CreditBucket:
+    """A bucket on ``REDIS_URL`` with timeouts, so an unreachable Redis fails fast instead of hanging."""
+    return CreditBucket.from_url(
+        redis_url(), socket_connect_timeout=_CLI_TIMEOUT_S, socket_timeout=_CLI_TIMEOUT_S
+    )
+
+
+def _default_actor() -> str:
+    return os.environ.get("CRMSYNC_ACTOR") or getpass.getuser()
+
+
+def status_dict(status: Status) -> dict[str, Any]:
+    """A tenant's quota status as plain JSON-able values."""
+    percent = status.percent_used
+    return {
+        "tenant": status.tenant,
+        "limit": status.limit,
+        "limit_state": status.limit_state,
+        "used": status.used,
+        "remaining": status.remaining,
+        "percent_used": None if percent is None else round(percent, 2),
+        "resets_at": status.resets_at.isoformat(),
+        "reset_at": status.reset_at,
+        "config_error": status.config_error,
+    }
+
+
+def _countdown(when: datetime) -> str:
+    seconds = max(0, int((when - datetime.now(UTC)).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"in {hours}h{rest // 60:02d}m"
+
+
+def _limit_text(status: Status) -> str:
+    if status.limit_state == "ok":
+        return f"{status.limit:,}"
+    if status.limit_state == "unset":
+        return "unset (no credits until a limit is set)"
+    return f"INVALID config: {status.config_error} (no credits until fixed with `crmsync quota set`)"
+
+
+def _print_show(status: Status) -> None:
+    percent = status.percent_used
+    used = f"{status.used:,}" + ("" if percent is None else f" ({percent:.1f}%)")
+    rows = [
+        ("tenant", status.tenant),
+        ("limit", _limit_text(status)),
+        ("used", used),
+        ("remaining", f"{status.remaining:,}"),
+        ("next reset", f"{status.resets_at.isoformat()} ({_countdown(status.resets_at)})"),
+        ("reset time", f"{status.reset_at} UTC daily"),
+    ]
+    for name, value in rows:
+        print(f"{name:<11} {value}")
+
+
+def _audit_dict(entry: AuditEntry) -> dict[str, Any]:
+    return {"at": entry.at.isoformat(), "actor": entry.actor, "field": entry.field, "old": entry.old,
+            "new": entry.new}
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    status = connect_bucket().set_limit(args.tenant, args.limit, actor=args.actor, reset_at=args.reset_at)
+    print(f"{status.tenant}: limit {status.limit:,}, reset {status.reset_at} UTC, "
+          f"{status.remaining:,} credits left until {status.resets_at.isoformat()}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    status = connect_bucket().status(args.tenant)
+    if args.json:
+        print(json.dumps(status_dict(status)))
+    else:
+        _print_show(status)
+    return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    entries = connect_bucket().history(args.tenant)
+    if args.json:
+        print(json.dumps([_audit_dict(e) for e in entries]))
+        return 0
+    if not entries:
+        print(f"{args.tenant}: no config changes recorded")
+    for e in entries:
+        print(f"{e.at.isoformat()}  {e.actor:<20} {e.field:<9} {e.old or '-'} -> {e.new}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    bucket = connect_bucket()
+    statuses = [bucket.status(tenant) for tenant in bucket.tenants()]
+    if args.json:
+        print(json.dumps([status_dict(s) for s in statuses]))
+        return 0
+    print(f"{'TENANT':<20} {'LIMIT':>12} {'USED':>12} {'REMAINING':>12} {'USED%':>6}  NEXT RESET")
+    for s in statuses:
+        limit = f"{s.limit:,}" if s.limit is not None else s.limit_state.upper()
+        percent = "-" if s.percent_used is None else f"{s.percent_used:.1f}"
+        print(f"{s.tenant:<20} {limit:>12} {s.used:>12,} {s.remaining:>12,} {percent:>6}  "
+              f"{s.resets_at.isoformat()}")
+    if not statuses:
+        print("no tenants configured: set one with `crmsync quota set TENANT LIMIT`")
+    return 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``quota`` and ``status`` subcommands."""
+    quota = commands.add_parser("quota", help="show and change tenants' CRM API daily limits")
+    sub = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
+
+    set_ = sub.add_parser("set", help="set a tenant's daily limit (a whole number >= 100,000)")
+    set_.add_argument("tenant")
+    set_.add_argument("limit", help="CRM API daily limit: a whole number of at least 100,000")
+    set_.add_argument("--reset-at", metavar="HH:MM", help="UTC time of day the credits refill (default 00:00)")
+    set_.add_argument("--actor", default=_default_actor(),
+                      help="who makes the change, for the audit trail (default: $CRMSYNC_ACTOR or your user)")
+    set_.set_defaults(handler=_cmd_set)
+
+    show = sub.add_parser("show", help="limit, used, remaining, percent used and next reset")
+    show.add_argument("tenant")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_cmd_show)
+
+    history = sub.add_parser("history", help="audit trail of a tenant's config changes, newest first")
+    history.add_argument("tenant")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(handler=_cmd_history)
+
+    status = commands.add_parser("status", help="one row per tenant")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_cmd_status)

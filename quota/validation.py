@@ -48,15 +48,13 @@ def parse_limit(value: object) -> int:
     elif isinstance(value, int) and not isinstance(value, bool):
         number = value
     else:
+        number = None
+    if number is None or not MIN_LIMIT <= number <= MAX_LIMIT:
+        shown = f"{number:,}" if number is not None else repr(value)
         raise InvalidLimit(
-            f"invalid limit {value!r}: the CRM API daily limit must be a whole number of at least 100,000"
+            f"invalid limit {shown}: the CRM API daily limit must be a whole number "
+            f"of at least 100,000 (and at most {MAX_LIMIT:,})"
         )
-    if number < MIN_LIMIT:
-        raise InvalidLimit(
-            f"invalid limit {number:,}: the CRM API daily limit must be at least 100,000"
-        )
-    if number > MAX_LIMIT:
-        raise InvalidLimit(f"invalid limit {number:,}: the CRM API daily limit must be at most {MAX_LIMIT:,}")
     return number
 
 

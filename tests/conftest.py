@@ -1,0 +1,63 @@
+"""Shared fixtures: a real Redis server for the whole session, and an injectable clock.
+
+When ``REDIS_URL`` is set the tests use that server, flushing its database between tests; they refuse to
+start if it holds keys that are not crmsync's, so they never wipe someone else's data. Otherwise they
+start their own redis-server on a free loopback port and stop it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from quota import keys
+from quota.embedded_redis import EmbeddedRedis
+
+# 2026-11-29T12:00:00Z: tests that pass explicit times start mid-window, far from any reset.
+T0 = 1_795_953_600
+
+
+class FakeClock:
+    """Epoch seconds that only move when a test says so."""
+
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        client = redis.Redis.from_url(url)
+        foreign = [k for k in client.scan_iter(count=1000) if not k.startswith(keys.PREFIX.encode())]
+        client.close()
+        if foreign:
+            pytest.exit(f"REDIS_URL {url} holds keys that are not crmsync's (e.g. {foreign[0]!r}): "
+                        "point the tests at an empty database", returncode=2)
+        yield url
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
