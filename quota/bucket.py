@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import redis
 
@@ -153,7 +153,7 @@ class CreditBucket:
         """Read the tenant's bucket without changing it."""
         _, remaining, limit, window_end, used, state = self._meter(tenant, 0)
         try:
-            raw_limit, reset_at = self.redis.hmget(keys.config(tenant), ["limit", "reset_at"])
+            raw_limit, reset_at = cast(list[Any], self.redis.hmget(keys.config(tenant), ["limit", "reset_at"]))
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"quota config unavailable: {exc}") from exc
         return Status(
@@ -207,7 +207,7 @@ class CreditBucket:
         """The tenant's config changes, newest first."""
         validate_tenant(tenant)
         try:
-            rows = self.redis.lrange(keys.audit(tenant), 0, -1)
+            rows = cast(list[Any], self.redis.lrange(keys.audit(tenant), 0, -1))
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"quota config unavailable: {exc}") from exc
         entries = []
@@ -224,7 +224,7 @@ class CreditBucket:
     def tenants(self) -> list[str]:
         """Every tenant with quota config, sorted."""
         try:
-            members = self.redis.smembers(keys.TENANTS)
+            members = cast(set[Any], self.redis.smembers(keys.TENANTS))
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"quota config unavailable: {exc}") from exc
         # A member written by hand that is no valid tenant id is left out rather than failing every listing.

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-__all__ = ["LuaScript", "CONFIGURE", "METER"]
+__all__ = ["CONFIGURE", "METER", "LuaScript"]
 
 
 class LuaScript:
@@ -25,11 +25,12 @@ class LuaScript:
 
     def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
         """Run the script on ``client`` with ``keys`` and ``args``."""
+        execute: Any = client.execute_command  # redis-py leaves it untyped
         try:
-            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            return execute("EVALSHA", self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
-            client.execute_command("SCRIPT", "LOAD", self.source)
-            return client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            execute("SCRIPT", "LOAD", self.source)
+            return execute("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
 METER = LuaScript("meter")

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from quota import CreditBucket, InvalidInput, InvalidLimit, InvalidResetTime, InvalidTenant, QuotaUnavailable
-from quota import keys
+from quota import (
+    CreditBucket,
+    InvalidInput,
+    InvalidLimit,
+    InvalidResetTime,
+    InvalidTenant,
+    QuotaUnavailable,
+    keys,
+)
 from tests.conftest import T0, FakeClock
 
 DAY = 86_400
