@@ -12,7 +12,7 @@ from typing import Any
 from quota.bucket import AuditEntry, CreditBucket, Status
 from quota.settings import redis_url
 
-__all__ = ["connect_bucket", "register", "status_dict"]
+__all__ = ["connect_bucket", "print_status", "register", "status_dict"]
 
 _CLI_TIMEOUT_S = 5.0
 
@@ -106,12 +106,12 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    bucket = connect_bucket()
+def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
+    """Print one row per configured tenant (``crmsync status``)."""
     statuses = [bucket.status(tenant) for tenant in bucket.tenants()]
-    if args.json:
+    if as_json:
         print(json.dumps([status_dict(s) for s in statuses]))
-        return 0
+        return
     print(f"{'TENANT':<20} {'LIMIT':>12} {'USED':>12} {'REMAINING':>12} {'USED%':>6}  NEXT RESET")
     for s in statuses:
         limit = f"{s.limit:,}" if s.limit is not None else s.limit_state.upper()
@@ -120,6 +120,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
               f"{s.resets_at.isoformat()}")
     if not statuses:
         print("no tenants configured: set one with `crmsync quota set TENANT LIMIT`")
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    print_status(connect_bucket(), as_json=args.json)
     return 0
 
 

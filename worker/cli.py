@@ -30,8 +30,9 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.Argument
     # Imported here so `crmsync --help` stays fast and each area owns its own commands.
     from emulator.cli import register as emulator_commands  # noqa: PLC0415
     from quota.cli import register as quota_commands  # noqa: PLC0415
+    from worker.run import register as run_commands  # noqa: PLC0415
 
-    return [quota_commands, emulator_commands]
+    return [run_commands, quota_commands, emulator_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:
