@@ -1,0 +1,55 @@
+"""Errors raised by the worker package.
+
+::
+
+    WorkerError
+     ├── ConnectionRefused (quota.errors.InvalidInput)   refused ``connect`` input; nothing was written
+     ├── NotConnected                                    the tenant has no (readable) connection
+     └── AuthFailed                                      no access token: the token endpoint refused, a secret
+                                                         could not be read, or the endpoint could not be reached
+
+``ConnectionRefused`` is also an ``InvalidInput`` (a ``ValueError``), so the ``crmsync`` command prints its
+one-line message and exits 2. No message ever carries a secret or a token: only references to where a
+secret lives (``file:/path`` or ``env:NAME``).
+"""
+
+from __future__ import annotations
+
+from quota.errors import InvalidInput
+
+__all__ = [
+    "AuthFailed",
+    "ConnectionRefused",
+    "NotConnected",
+    "WorkerError",
+]
+
+
+class WorkerError(Exception):
+    """Base of every error the worker package raises."""
+
+
+class ConnectionRefused(WorkerError, InvalidInput):
+    """``connect`` input that is refused (bad URL, missing secret, sandbox after production...); nothing was written."""
+
+
+class NotConnected(WorkerError):
+    """The tenant has no connection, or its stored connection cannot be read."""
+
+    def __init__(self, tenant: str, reason: str | None = None) -> None:
+        self.tenant = tenant
+        super().__init__(reason or f"tenant {tenant!r} is not connected to a Salesforce org: run `crmsync connect`")
+
+
+class AuthFailed(WorkerError):
+    """No access token could be had for the tenant.
+
+    ``error`` is the token endpoint's ``error`` code (``invalid_client``, ``invalid_grant``...) or one of ours
+    (``secret_unreadable``, ``network``, ``bad_response``); ``status`` is the HTTP status when there was one.
+    """
+
+    def __init__(self, tenant: str, message: str, *, error: str, status: int | None = None) -> None:
+        self.tenant = tenant
+        self.error = error
+        self.status = status
+        super().__init__(message)
