@@ -12,6 +12,11 @@ key                                    type    what
 ``crmsync:{T}:w:<END>``                int     credits used in the window ending at epoch second ``END``;
                                                expires shortly after ``END``
 ``crmsync:{T}:audit``                  list    JSON audit entries, newest first, trimmed to a bound
+``crmsync:{T}:org``                    hash    Salesforce's own usage from ``Sforce-Limit-Info``: used, max, at
+``crmsync:{T}:pull:<OBJECT>``          hash    pull checkpoint: watermark, ids at the watermark, next page
+``crmsync:{T}:push:<JOB>``             string  records a queued push job will upsert (JSON), with its position
+``crmsync:{T}:job:<JOB>``              hash    a job's state and outcome, for ``--wait`` and status; expires
+``crmsync:{T}:lock:<OBJECT>``          string  one running job per tenant and object; expires
 =====================================  ======  ==============================================================
 
 The limit is a value, never part of a key: a change applies to the next take without moving any state.
@@ -24,6 +29,11 @@ __all__ = [
     "TENANTS",
     "audit",
     "config",
+    "job",
+    "lock",
+    "org_usage",
+    "pull_checkpoint",
+    "push_records",
     "window_prefix",
 ]
 
@@ -48,3 +58,28 @@ def window_prefix(tenant: str) -> str:
 def audit(tenant: str) -> str:
     """List of a tenant's config changes, newest first."""
     return f"{_scope(tenant)}:audit"
+
+
+def org_usage(tenant: str) -> str:
+    """Hash of the org usage Salesforce last reported for a tenant (``Sforce-Limit-Info``)."""
+    return f"{_scope(tenant)}:org"
+
+
+def pull_checkpoint(tenant: str, sobject: str) -> str:
+    """Hash of a tenant's incremental-pull checkpoint for one object."""
+    return f"{_scope(tenant)}:pull:{sobject}"
+
+
+def push_records(tenant: str, job_id: str) -> str:
+    """Hash holding a queued push job's records and how far it got."""
+    return f"{_scope(tenant)}:push:{job_id}"
+
+
+def job(tenant: str, job_id: str) -> str:
+    """Hash of one job's state and outcome."""
+    return f"{_scope(tenant)}:job:{job_id}"
+
+
+def lock(tenant: str, sobject: str) -> str:
+    """Lock held by the one job running for a tenant and object."""
+    return f"{_scope(tenant)}:lock:{sobject}"

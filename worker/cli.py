@@ -30,9 +30,11 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.Argument
     # Imported here so `crmsync --help` stays fast and each area owns its own commands.
     from emulator.cli import register as emulator_commands  # noqa: PLC0415
     from quota.cli import register as quota_commands  # noqa: PLC0415
+    from worker.connections_cli import register as connection_commands  # noqa: PLC0415
+    from worker.jobs_cli import register as job_commands  # noqa: PLC0415
     from worker.run import register as run_commands  # noqa: PLC0415
 
-    return [run_commands, quota_commands, emulator_commands]
+    return [run_commands, quota_commands, connection_commands, job_commands, emulator_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

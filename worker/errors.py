@@ -5,8 +5,12 @@
     WorkerError
      ├── ConnectionRefused (quota.errors.InvalidInput)   refused ``connect`` input; nothing was written
      ├── NotConnected                                    the tenant has no (readable) connection
-     └── AuthFailed                                      no access token: the token endpoint refused, a secret
-                                                         could not be read, or the endpoint could not be reached
+     ├── AuthFailed                                      no access token: the token endpoint refused, a secret
+     │                                                   could not be read, or the endpoint could not be reached
+     ├── OrgLimitExceeded                                Salesforce refused with 403 REQUEST_LIMIT_EXCEEDED for the
+     │                                                   org's rolling 24-hour limit (never retried)
+     ├── InvalidJob (quota.errors.InvalidInput)          a malformed job message: dead-lettered, never retried
+     └── JobBusy (dramatiq.Retry)                        another job holds the tenant's object: retried later
 
 ``ConnectionRefused`` is also an ``InvalidInput`` (a ``ValueError``), so the ``crmsync`` command prints its
 one-line message and exits 2. No message ever carries a secret or a token: only references to where a
@@ -15,12 +19,17 @@ secret lives (``file:/path`` or ``env:NAME``).
 
 from __future__ import annotations
 
+from dramatiq import Retry
+
 from quota.errors import InvalidInput
 
 __all__ = [
     "AuthFailed",
     "ConnectionRefused",
+    "InvalidJob",
+    "JobBusy",
     "NotConnected",
+    "OrgLimitExceeded",
     "WorkerError",
 ]
 
@@ -53,3 +62,22 @@ class AuthFailed(WorkerError):
         self.error = error
         self.status = status
         super().__init__(message)
+
+
+class OrgLimitExceeded(WorkerError):
+    """Salesforce refused a request: the org's own rolling 24-hour API limit is used up."""
+
+    def __init__(self, tenant: str, detail: str) -> None:
+        self.tenant = tenant
+        super().__init__(f"Salesforce org of tenant {tenant!r} is over its daily API request limit: {detail}")
+
+
+class InvalidJob(WorkerError, InvalidInput):
+    """A job message whose arguments are malformed; it fails at once into the dead-letter queue."""
+
+
+class JobBusy(WorkerError, Retry):
+    """Another job is running for the same tenant and object; this one waits and is retried."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, delay=2_000)

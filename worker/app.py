@@ -1,0 +1,12 @@
+"""The worker application: ``dramatiq worker.app`` (what ``crmsync worker`` runs)."""
+
+from __future__ import annotations
+
+from worker.logs import configure_logging
+
+configure_logging()
+
+from worker import actors  # noqa: E402  (logging first, so actor modules log through it)
+from worker.broker import broker  # noqa: E402
+
+__all__ = ["actors", "broker"]

@@ -1,0 +1,68 @@
+"""Queue jobs from code (the API the scheduler uses) and wait for their outcome."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+
+from quota.validation import validate_tenant
+from worker.jobstate import TERMINAL, JobRecord, JobStore
+from worker.push import check_records, store_records
+from worker.soql import check_name
+
+__all__ = ["enqueue_pull", "enqueue_push", "wait_for"]
+
+
+def enqueue_pull(client: redis.Redis, tenant: str, sobject: str, fields: Sequence[str] = ()) -> str:
+    """Queue an incremental pull of ``sobject`` for ``tenant``; return the job id."""
+    from worker.actors import pull  # noqa: PLC0415 (importing the actors binds the broker on REDIS_URL)
+
+    validate_tenant(tenant)
+    check_name(sobject, "object")
+    for name in fields:
+        check_name(name, "field")
+    job_id = uuid.uuid4().hex
+    JobStore(client).create(tenant, job_id, "pull", sobject)
+    pull.send(tenant=tenant, sobject=sobject, job_id=job_id, fields=list(fields))
+    return job_id
+
+
+def enqueue_push(
+    client: redis.Redis, tenant: str, sobject: str, records: list[dict[str, Any]], external_id: str
+) -> str:
+    """Queue an upsert of ``records`` into ``sobject`` by ``external_id``; return the job id."""
+    from worker.actors import push  # noqa: PLC0415
+
+    validate_tenant(tenant)
+    check_name(sobject, "object")
+    check_name(external_id, "external id field")
+    check_records(records, external_id)
+    job_id = uuid.uuid4().hex
+    store_records(client, tenant, job_id, records)
+    JobStore(client).create(tenant, job_id, "push", sobject)
+    push.send(tenant=tenant, sobject=sobject, external_id=external_id, job_id=job_id)
+    return job_id
+
+
+def wait_for(
+    client: redis.Redis,
+    tenant: str,
+    job_id: str,
+    *,
+    timeout: float,
+    poll: float = 0.2,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> JobRecord | None:
+    """Poll the job until it ends or ``timeout`` seconds pass; return its last known record."""
+    jobs = JobStore(client)
+    deadline = clock() + timeout
+    while True:
+        record = jobs.get(tenant, job_id)
+        if (record is not None and record.state in TERMINAL) or clock() >= deadline:
+            return record
+        sleep(poll)

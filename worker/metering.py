@@ -1,0 +1,159 @@
+"""The one place every Salesforce request passes through: a credit first, then the request.
+
+simple-salesforce is handed a ``MeteredSession``. Its ``send`` sees every HTTP request simple-salesforce
+makes (each query page, each retry, each redirect), takes one credit from the tenant's bucket for each one
+Salesforce counts, refunds the credit when the request was certainly never sent, and records the org's own
+usage from the ``Sforce-Limit-Info`` header.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import redis
+import requests
+import urllib3.exceptions
+
+from quota import keys
+from quota.bucket import CreditBucket
+from quota.errors import QuotaExhausted
+
+__all__ = [
+    "MeteredSession",
+    "MeteringObserver",
+    "OrgUsage",
+    "RequestEvent",
+    "is_metered",
+    "never_sent",
+    "parse_limit_info",
+]
+
+# Non-anchored on purpose: the header may carry other parts before or after (per-app usage, bursts).
+_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+_VERSIONED_API = re.compile(r"^/services/data/v\d+\.\d+(/|$)")
+
+
+def is_metered(url: str) -> bool:
+    """Whether Salesforce counts a request to ``url``: every versioned REST call, not the versions list."""
+    return bool(_VERSIONED_API.match(urlsplit(url).path))
+
+
+def parse_limit_info(header: str | None) -> tuple[int, int] | None:
+    """``(used, max)`` from a ``Sforce-Limit-Info`` header, or ``None`` when it has no ``api-usage`` part."""
+    match = _API_USAGE.search(header or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def never_sent(error: BaseException) -> bool:
+    """Whether a requests error proves the request never reached Salesforce (so it cannot have counted).
+
+    A refused or timed-out connect, or a failed TLS handshake, sends nothing. A connection dropped after
+    the request went out may have been counted, so it is not refunded.
+    """
+    if isinstance(error, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    reason: Any = error.args[0] if error.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3 wraps the cause in MaxRetryError
+    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgUsage:
+    """Salesforce's own count for the org, as last reported to this tenant."""
+
+    used: int
+    max: int
+    at: float
+
+    @property
+    def share(self) -> float:
+        """Used as a share of max (may exceed 1.0: Salesforce lets usage pass its max briefly)."""
+        return self.used / self.max if self.max else 0.0
+
+    @classmethod
+    def read(cls, client: redis.Redis, tenant: str) -> OrgUsage | None:
+        """The last usage recorded for ``tenant``, or ``None``."""
+        raw: Any = client.hmget(keys.org_usage(tenant), ["used", "max", "at"])
+        try:
+            return cls(int(raw[0]), int(raw[1]), float(raw[2]))
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One metered request as observers see it. ``outcome`` is the HTTP status, ``connection_error`` or
+    ``not_sent`` (refunded)."""
+
+    tenant: str
+    method: str
+    url: str
+    outcome: str
+    seconds: float
+    charged: bool
+
+
+class MeteringObserver(Protocol):
+    """Hooks around each metered request (metrics and notifications plug in here)."""
+
+    def after_request(self, event: RequestEvent) -> None: ...
+
+
+class MeteredSession(requests.Session):
+    """A ``requests.Session`` that pays one credit from ``tenant``'s bucket before each counted request."""
+
+    def __init__(
+        self,
+        tenant: str,
+        bucket: CreditBucket,
+        *,
+        observers: tuple[MeteringObserver, ...] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.tenant = tenant
+        self.bucket = bucket
+        self.observers = observers
+        self.clock = clock
+        self.charged = 0
+        self.refunded = 0
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        """Send ``request``, paying for it first when Salesforce counts it."""
+        url = request.url or ""
+        if not is_metered(url):
+            return super().send(request, **kwargs)
+        grant = self.bucket.take(self.tenant, 1)
+        if not grant.granted:
+            raise QuotaExhausted(self.tenant, remaining=grant.remaining, limit=grant.limit,
+                                 resets_at=grant.resets_at if grant.limit else None)
+        self.charged += 1
+        started = time.perf_counter()
+        try:
+            response = super().send(request, **kwargs)
+        except requests.RequestException as exc:
+            refunded = never_sent(exc) and self.bucket.refund(self.tenant, 1, grant=grant) == 1
+            self.refunded += int(refunded)
+            self._notify(request, "not_sent" if refunded else "connection_error", started, charged=not refunded)
+            raise
+        self._record_usage(response)
+        self._notify(request, str(response.status_code), started, charged=True)
+        return response
+
+    def _record_usage(self, response: requests.Response) -> None:
+        usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
+        if usage is not None:
+            self.bucket.redis.hset(
+                keys.org_usage(self.tenant), mapping={"used": usage[0], "max": usage[1], "at": self.clock()}
+            )
+
+    def _notify(self, request: requests.PreparedRequest, outcome: str, started: float, *, charged: bool) -> None:
+        event = RequestEvent(self.tenant, request.method or "", request.url or "", outcome,
+                             time.perf_counter() - started, charged)
+        for observer in self.observers:
+            observer.after_request(event)
