@@ -1,0 +1,105 @@
+"""The control handle: request logs, usage, limits, tokens, orgs and faults, for tests and demos."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from emulator.orgs import Environment, OrgInfo
+from emulator.registry import Registry
+
+__all__ = ["ADMIN_METHODS", "Control"]
+
+# The methods the admin HTTP path exposes; AdminClient mirrors exactly these.
+ADMIN_METHODS = frozenset({
+    "orgs", "add_org", "remove_org", "request_log", "request_counts", "clear_log", "usage", "set_usage",
+    "set_limit", "expire_tokens", "issue_token", "set_faults", "inject_fault", "clear_faults",
+})
+
+
+class Control:
+    """Thread-safe control of a running emulator (``EmulatorServer.control``)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def orgs(self) -> dict[str, OrgInfo]:
+        """Every org by name, with its current ready access token."""
+        with self._registry.lock:
+            return {n: o.info(self._registry.base_url) for n, o in self._registry.orgs.items()}
+
+    def add_org(self, name: str, environment: Environment = "production", records: int | None = None,
+                daily_limit: int | None = None) -> OrgInfo:
+        """Create a seeded org (``environment`` is ``production`` or ``sandbox``)."""
+        with self._registry.lock:
+            return self._registry.add_org(name, environment, records, daily_limit).info(self._registry.base_url)
+
+    def remove_org(self, name: str) -> None:
+        """Delete an org; its tokens answer 401 from now on."""
+        with self._registry.lock:
+            self._registry.remove_org(name)
+
+    def request_log(self, org: str) -> list[dict[str, Any]]:
+        """The org's latest requests, oldest first: time, method, path, query, status, counted, fault, ..."""
+        with self._registry.lock:
+            return [dict(entry) for entry in self._registry.org(org).log]
+
+    def request_counts(self, org: str) -> dict[str, int]:
+        """How many requests the org made, by ``"METHOD /path"`` (query string left out)."""
+        with self._registry.lock:
+            return dict(self._registry.org(org).counts)
+
+    def clear_log(self, org: str) -> None:
+        """Empty the org's request log and counts (its usage is untouched)."""
+        with self._registry.lock:
+            state = self._registry.org(org)
+            state.log.clear()
+            state.counts.clear()
+
+    def usage(self, org: str) -> dict[str, int]:
+        """``{"used", "max"}``: counted requests in the rolling 24 hours and the daily limit."""
+        with self._registry.lock:
+            window = self._registry.org(org).usage
+            return {"used": window.used, "max": window.max}
+
+    def set_usage(self, org: str, used: int) -> None:
+        """Replace the window's content with ``used`` requests made now."""
+        if used < 0:
+            raise ValueError("used must be >= 0")
+        with self._registry.lock:
+            self._registry.org(org).usage.set_used(used)
+
+    def set_limit(self, org: str, max_requests: int) -> None:
+        """Change the org's daily API request limit."""
+        if max_requests < 0:
+            raise ValueError("max_requests must be >= 0")
+        with self._registry.lock:
+            self._registry.org(org).usage.max = max_requests
+
+    def expire_tokens(self, org: str) -> None:
+        """End the org's access tokens: their next request answers 401 INVALID_SESSION_ID."""
+        with self._registry.lock:
+            self._registry.expire_tokens(org)
+
+    def issue_token(self, org: str) -> str:
+        """A fresh access token for the org (also its new ready ``access_token``)."""
+        with self._registry.lock:
+            return self._registry.issue_token(self._registry.org(org))
+
+    def set_faults(self, org: str, *, latency: float = 0.0, error_rate: float = 0.0, error_status: int = 503,
+                   drop_rate: float = 0.0, concurrent_limit_rate: float = 0.0, seed: int = 0) -> None:
+        """Seeded random faults on every counted request: shares of errors, drops and concurrency refusals."""
+        with self._registry.lock:
+            self._registry.org(org).faults.set_rates(
+                latency=latency, error_rate=error_rate, error_status=error_status, drop_rate=drop_rate,
+                concurrent_limit_rate=concurrent_limit_rate, seed=seed,
+            )
+
+    def inject_fault(self, org: str, kind: str, count: int = 1, latency: float = 0.0) -> None:
+        """The next ``count`` counted requests get ``kind``: latency, http500, http503, drop, concurrent_limit."""
+        with self._registry.lock:
+            self._registry.org(org).faults.inject(kind, count, latency)
+
+    def clear_faults(self, org: str) -> None:
+        """Drop injected faults and zero the random shares."""
+        with self._registry.lock:
+            self._registry.org(org).faults.clear()
