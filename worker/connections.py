@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
@@ -138,8 +138,9 @@ class ConnectionStore:
             ever_production=env == "production",
         )
         connection = self._write(connection)
-        # The index is written after the hash and outside its transaction (another slot in a cluster); a reader
-        # of the index skips tenants whose hash is gone, so a failure in between leaves nothing inconsistent.
+        # The index is written after the hash, outside its transaction (another slot in a Redis Cluster), so a
+        # refused connect writes nothing at all. Should this call fail, the connection is in place and get() finds
+        # it; only the listing misses it until the next connect. SADD is idempotent.
         self.redis.sadd(CONNECTIONS, tenant)
         return connection
 
@@ -158,8 +159,8 @@ class ConnectionStore:
                             "connected to a sandbox: once on production, a tenant stays on production "
                             "(use a new tenant id for sandbox syncs)"
                         )
-                    if ever_production:
-                        connection = replace(connection, ever_production=True)
+                    # No flag to carry over: a tenant that was ever on production can only be connected to
+                    # production again, so the new connection's own flag is already true.
                     pipe.multi()
                     pipe.delete(key)
                     pipe.hset(key, mapping=_to_hash(connection))

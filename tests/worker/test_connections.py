@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from quota.errors import InvalidInput, InvalidTenant
+from worker import connections
 from worker.connections import CONNECTIONS, Connection, ConnectionStore, connection_key
 from worker.errors import ConnectionRefused, NotConnected, WorkerError
 
@@ -172,6 +173,33 @@ def test_production_then_sandbox_is_refused_and_nothing_written(store: Connectio
         connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.example.test")
     assert snapshot(redis_client) == before
     assert store.get("acme") == production
+
+
+def test_a_production_connect_racing_a_sandbox_connect_wins(store: ConnectionStore, redis_url: str,
+                                                             secret_file: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    connect_cc(store, "acme", secret_file, environment="sandbox")
+    other = redis.Redis.from_url(redis_url, decode_responses=True)
+    real_text = connections._text
+    raced: list[bool] = []
+
+    def production_connect_in_between(value: object) -> str | None:
+        # Runs right after the sandbox connect has read the flag and before it writes: another process connects
+        # the tenant to production in that gap. The sandbox write must then be retried and refused.
+        if not raced:
+            raced.append(True)
+            connect_cc(ConnectionStore(other), "acme", secret_file, environment="production")
+        return real_text(value)
+
+    monkeypatch.setattr(connections, "_text", production_connect_in_between)
+    try:
+        with pytest.raises(ConnectionRefused):
+            connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.example.test")
+    finally:
+        other.close()
+    assert raced == [True]
+    final = store.get("acme")
+    assert (final.environment, final.ever_production, final.login_url) == ("production", True, LOGIN)
 
 
 def test_ever_production_survives_reconnects(store: ConnectionStore, secret_file: Path, key_file: Path) -> None:
