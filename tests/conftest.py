@@ -33,20 +33,36 @@ class FakeClock:
         self.now += seconds
 
 
+_STARTED_KEY = pytest.StashKey[EmbeddedRedis]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection, so that REDIS_URL is set for every import (the Dramatiq broker binds at import time)
+    # and inherited by every subprocess the tests start.
+    if not os.environ.get("REDIS_URL"):
+        server = EmbeddedRedis()
+        os.environ["REDIS_URL"] = server.start()
+        config.stash[_STARTED_KEY] = server
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(_STARTED_KEY, None)
+    if server is not None:
+        server.stop()
+        os.environ.pop("REDIS_URL", None)
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
+def redis_url(pytestconfig: pytest.Config) -> str:
+    url = os.environ["REDIS_URL"]
+    if _STARTED_KEY not in pytestconfig.stash:
         client = redis.Redis.from_url(url)
         foreign = [k for k in client.scan_iter(count=1000) if not k.startswith(keys.PREFIX.encode())]
         client.close()
         if foreign:
             pytest.exit(f"REDIS_URL {url} holds keys that are not crmsync's (e.g. {foreign[0]!r}): "
                         "point the tests at an empty database", returncode=2)
-        yield url
-        return
-    with EmbeddedRedis() as server:
-        yield server.url
+    return url
 
 
 @pytest.fixture

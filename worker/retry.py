@@ -8,6 +8,7 @@ never retried: waiting seconds cannot help, the tenant pauses instead.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,20 @@ class RetryPolicy:
     max_wait: float = 20.0
     jitter: float = 0.5
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+    @classmethod
+    def from_env(cls) -> RetryPolicy:
+        """The policy set by ``CRMSYNC_RETRY_ATTEMPTS``, ``CRMSYNC_RETRY_INITIAL_WAIT`` and
+        ``CRMSYNC_RETRY_MAX_WAIT`` (seconds), each defaulting to the values above."""
+        default = cls()
+        try:
+            return cls(
+                attempts=int(os.environ.get("CRMSYNC_RETRY_ATTEMPTS", default.attempts)),
+                initial_wait=float(os.environ.get("CRMSYNC_RETRY_INITIAL_WAIT", default.initial_wait)),
+                max_wait=float(os.environ.get("CRMSYNC_RETRY_MAX_WAIT", default.max_wait)),
+            )
+        except ValueError as exc:
+            raise ValueError(f"invalid CRMSYNC_RETRY_* setting: {exc}") from exc
 
     def retrying(self, *, before_sleep: Callable[[tenacity.RetryCallState], None] | None = None) -> tenacity.Retrying:
         """A tenacity ``Retrying`` for this policy; the last error is re-raised when attempts run out."""

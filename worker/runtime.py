@@ -79,5 +79,7 @@ def get_runtime() -> Runtime:
     global _runtime  # noqa: PLW0603 (one per process, shared by the worker threads)
     with _runtime_lock:
         if _runtime is None:
-            _runtime = Runtime(redis=redis.Redis.from_url(redis_url()), sink=JsonlSink(data_dir()))
+            _runtime = Runtime(
+                redis=redis.Redis.from_url(redis_url()), sink=JsonlSink(data_dir()), policy=RetryPolicy.from_env()
+            )
         return _runtime
