@@ -125,12 +125,11 @@ class MeteredSession(requests.Session):
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
+    ) -> Any:
         """Let a CA bundle set on the session win over ``REQUESTS_CA_BUNDLE`` (requests prefers the environment)."""
         if verify is None and self.verify is not True:
             verify = self.verify
-        settings: dict[str, Any] = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        return settings
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Send ``request``, paying for it first when Salesforce counts it."""

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import requests
 from simple_salesforce.api import Salesforce
 
 from tests.e2e.conftest import Tenant, Workers
 
 
-def delivered(workers: Workers, tenant: Tenant, sobject: str = "Lead") -> list[dict[str, object]]:
+def delivered(workers: Workers, tenant: Tenant, sobject: str = "Lead") -> list[dict[str, Any]]:
     path = workers.data_dir / tenant.name / f"{sobject}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def salesforce(tenant: Tenant) -> Salesforce:
-    import requests
-
     session = requests.Session()
     session.trust_env = False  # else REQUESTS_CA_BUNDLE, if set, overrides the emulator's CA
     session.verify = tenant.emulator.ca_bundle
