@@ -8,6 +8,8 @@ touched outside tenant scripts.
 key                                    type    what
 =====================================  ======  ==============================================================
 ``crmsync:tenants``                    set     every tenant id that has quota config
+``crmsync:connections``                set     every tenant id that has a Salesforce connection
+``crmsync:{T}:conn``                   hash    the tenant's connection (secrets only as references)
 ``crmsync:{T}:config``                 hash    ``limit``, ``reset_at`` (HH:MM UTC), ``reset_from``
 ``crmsync:{T}:w:<END>``                int     credits used in the window ending at epoch second ``END``;
                                                expires shortly after ``END``
@@ -25,10 +27,12 @@ The limit is a value, never part of a key: a change applies to the next take wit
 from __future__ import annotations
 
 __all__ = [
+    "CONNECTIONS",
     "PREFIX",
     "TENANTS",
     "audit",
     "config",
+    "connection",
     "job",
     "lock",
     "org_usage",
@@ -39,6 +43,7 @@ __all__ = [
 
 PREFIX = "crmsync:"
 TENANTS = f"{PREFIX}tenants"
+CONNECTIONS = f"{PREFIX}connections"
 
 
 def _scope(tenant: str) -> str:
@@ -48,6 +53,11 @@ def _scope(tenant: str) -> str:
 def config(tenant: str) -> str:
     """Hash of a tenant's admin-set quota config."""
     return f"{_scope(tenant)}:config"
+
+
+def connection(tenant: str) -> str:
+    """Hash of a tenant's connection to its Salesforce org."""
+    return f"{_scope(tenant)}:conn"
 
 
 def window_prefix(tenant: str) -> str:

@@ -27,28 +27,14 @@ from worker.errors import ConnectionRefused, NotConnected
 from worker.secrets import SecretUnavailable, env_ref, file_ref, read_secret
 
 __all__ = [
-    "CONNECTIONS",
     "Connection",
     "ConnectionStore",
     "Environment",
     "GrantType",
-    "connection_key",
 ]
 
 Environment = Literal["sandbox", "production"]
 GrantType = Literal["client_credentials", "jwt_bearer", "refresh_token"]
-
-# Key layout (to move into quota.keys): the hash carries the {tenant} tag like every per-tenant key; the set is a
-# cross-tenant index, written outside any tenant transaction.
-#   crmsync:{T}:conn      hash   the tenant's connection (fields of ``Connection``; secrets as references only)
-#   crmsync:connections   set    every tenant id that has a connection
-CONNECTIONS = f"{keys.PREFIX}connections"
-
-
-def connection_key(tenant: str) -> str:
-    """Hash of a tenant's connection to its Salesforce org."""
-    return f"{keys.PREFIX}{{{tenant}}}:conn"
-
 
 _ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
 _GRANTS: tuple[GrantType, ...] = ("client_credentials", "jwt_bearer", "refresh_token")
@@ -141,11 +127,11 @@ class ConnectionStore:
         # The index is written after the hash, outside its transaction (another slot in a Redis Cluster), so a
         # refused connect writes nothing at all. Should this call fail, the connection is in place and get() finds
         # it; only the listing misses it until the next connect. SADD is idempotent.
-        self.redis.sadd(CONNECTIONS, tenant)
+        self.redis.sadd(keys.CONNECTIONS, tenant)
         return connection
 
     def _write(self, connection: Connection) -> Connection:
-        key = connection_key(connection.tenant)
+        key = keys.connection(connection.tenant)
         # WATCH makes "was it ever production?" and the write one step: two concurrent connects cannot both
         # pass the check against a state the other one is changing.
         with self.redis.pipeline() as pipe:
@@ -172,16 +158,16 @@ class ConnectionStore:
     def get(self, tenant: str) -> Connection:
         """The tenant's connection; raises ``NotConnected`` if it has none."""
         validate_tenant(tenant)
-        fields = cast(Mapping[Any, Any], self.redis.hgetall(connection_key(tenant)))
+        fields = cast(Mapping[Any, Any], self.redis.hgetall(keys.connection(tenant)))
         return _from_hash(tenant, fields)
 
     def all(self) -> list[Connection]:
         """Every tenant's connection, by tenant id."""
-        members = cast(set[Any], self.redis.smembers(CONNECTIONS))
+        members = cast(set[Any], self.redis.smembers(keys.CONNECTIONS))
         tenants = sorted(t for t in (_text(m) for m in members) if t and TENANT_PATTERN.fullmatch(t))
         with self.redis.pipeline(transaction=False) as pipe:
             for tenant in tenants:
-                pipe.hgetall(connection_key(tenant))
+                pipe.hgetall(keys.connection(tenant))
             rows = pipe.execute()
         connections = []
         for tenant, fields in zip(tenants, rows, strict=True):

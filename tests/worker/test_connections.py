@@ -12,9 +12,10 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from quota import keys
 from quota.errors import InvalidInput, InvalidTenant
 from worker import connections
-from worker.connections import CONNECTIONS, Connection, ConnectionStore, connection_key
+from worker.connections import Connection, ConnectionStore
 from worker.errors import ConnectionRefused, NotConnected, WorkerError
 
 SECRET = "s3cr3t-client-secret-value-0123456789"
@@ -228,9 +229,9 @@ def test_reconnect_replaces_the_connection(store: ConnectionStore, secret_file: 
     assert got.username is None
     assert got.ca_bundle is None
     assert got.login_url == "https://other.example.test"
-    assert "private_key_ref" not in redis_client.hgetall(connection_key("acme"))
+    assert "private_key_ref" not in redis_client.hgetall(keys.connection("acme"))
     assert store.all() == [second]
-    assert redis_client.smembers(CONNECTIONS) == {"acme"}
+    assert redis_client.smembers(keys.CONNECTIONS) == {"acme"}
 
 
 def test_no_secret_in_redis_or_repr(*, store: ConnectionStore, redis_client: redis.Redis, secret_file: Path,
@@ -353,11 +354,11 @@ def test_not_connected_and_corrupt_records(store: ConnectionStore, redis_client:
         store.get("acme")
     connect_cc(store, "acme", secret_file)
     connect_cc(store, "globex", secret_file)
-    redis_client.hdel(connection_key("globex"), "grant")
+    redis_client.hdel(keys.connection("globex"), "grant")
     with pytest.raises(NotConnected, match="incomplete or corrupt"):
         store.get("globex")
     # A listed tenant whose record is gone or corrupt is left out of the listing, not fatal to it.
-    redis_client.sadd(CONNECTIONS, "ghost")
+    redis_client.sadd(keys.CONNECTIONS, "ghost")
     assert [c.tenant for c in store.all()] == ["acme"]
 
 
