@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 
 from emulator import EmulatorServer
 
@@ -48,6 +49,11 @@ def emu(clock: FakeClock) -> Iterator[EmulatorServer]:
     with EmulatorServer(orgs=["acme", "globex", "acme-sandbox:sandbox"], records=20, daily_limit=1000,
                         token_ttl=3600, clock=clock) as server:
         yield server
+
+
+def error_content(error: Exception) -> Any:
+    """The parsed JSON body simple-salesforce attached to one of its exceptions (typed loosely upstream)."""
+    return getattr(error, "content", None)
 
 
 def session_for(emulator: EmulatorServer) -> requests.Session:

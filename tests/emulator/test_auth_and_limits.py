@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceRefusedRequest
 
 from emulator import EmulatorServer
-from tests.emulator.conftest import FakeClock, salesforce, session_for
+from tests.emulator.conftest import FakeClock, error_content, salesforce, session_for
 
 Api = Callable[..., requests.Response]
 INVALID_SESSION = [{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
@@ -35,7 +35,7 @@ def test_unknown_token_gets_401_list_and_simple_salesforce_raises_expired(emu: E
     with pytest.raises(SalesforceExpiredSession) as raised:
         sf.query("SELECT Id FROM Lead")
     assert raised.value.status == 401
-    assert raised.value.content == INVALID_SESSION
+    assert error_content(raised.value) == INVALID_SESSION
     assert emu.control.usage("acme")["used"] == 0
 
 
@@ -100,7 +100,7 @@ def test_past_max_requests_are_refused_and_still_counted(sf: Salesforce, emu: Em
     with pytest.raises(SalesforceRefusedRequest) as raised:
         sf.query("SELECT Id FROM Lead LIMIT 1")
     assert raised.value.status == 403
-    assert raised.value.content == LIMIT_EXCEEDED
+    assert error_content(raised.value) == LIMIT_EXCEEDED
     refused = api("GET", "limits/")
     assert refused.status_code == 403
     assert "Retry-After" not in refused.headers

@@ -9,7 +9,7 @@ from typing import Any
 import jwt
 import pytest
 import requests
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 
 from emulator import EmulatorServer, OrgInfo
 from tests.emulator.conftest import FakeClock, session_for

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from simple_salesforce import Salesforce
+from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from emulator import EmulatorServer
