@@ -82,7 +82,7 @@ class RetryPolicy:
         """A tenacity ``Retrying`` for this policy; the last error is re-raised when attempts run out."""
         return tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.attempts),
-            wait=tenacity.wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait, jitter=self.jitter),
+            wait=tenacity.wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait, jitter=self.jitter),
             retry=tenacity.retry_if_exception(is_transient),
             sleep=self.sleep,
             before_sleep=before_sleep,
