@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from emulator import EmulatorServer
 from quota import CreditBucket
+from quota.errors import QuotaUnavailable
 from tests.e2e.conftest import Tenant, Workers
 from worker.actors import QUEUE, pull
 from worker.broker import NAMESPACE
@@ -195,8 +195,6 @@ def test_sync_refuses_soql_injection_before_queueing(redis_url: str) -> None:
 
 
 def test_metered_requests_fail_closed_when_redis_is_down(emulator: EmulatorServer) -> None:
-    from quota.errors import QuotaUnavailable
-
     org = emulator.control.add_org("closed")
     session = MeteredSession("closed", CreditBucket.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1))
     session.verify = emulator.ca_bundle
@@ -206,4 +204,3 @@ def test_metered_requests_fail_closed_when_redis_is_down(emulator: EmulatorServe
     assert emulator.control.request_log("closed") == []
     # Requests Salesforce does not count are not metered, so they do not need Redis.
     assert session.get(f"{org.instance_url}/services/data/").status_code == 200
-    assert isinstance(requests.Session(), requests.Session)
