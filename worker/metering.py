@@ -33,8 +33,9 @@ __all__ = [
     "parse_limit_info",
 ]
 
-# Non-anchored on purpose: the header may carry other parts before or after (per-app usage, bursts).
-_API_USAGE = re.compile(r"api-usage=(\d+)/(\d+)")
+# Not anchored to the start, as the header may carry other parts before or after; but not the tail of
+# "per-app-api-usage", which counts one connected app, not the org.
+_API_USAGE = re.compile(r"(?<![\w-])api-usage=(\d+)/(\d+)")
 _VERSIONED_API = re.compile(r"^/services/data/v\d+\.\d+(/|$)")
 
 

@@ -1,0 +1,113 @@
+"""Which requests cost a credit, how Sforce-Limit-Info is read, and when a credit goes back."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import urllib3.exceptions
+
+from worker.metering import is_metered, never_sent, parse_limit_info
+from worker.retry import RetryPolicy, is_concurrency_limit, is_daily_org_limit, is_transient
+
+
+@pytest.mark.parametrize(("url", "metered"), [
+    ("https://x.my.salesforce.com/services/data/v59.0/query/?q=SELECT+Id+FROM+Lead", True),
+    ("https://x.my.salesforce.com/services/data/v59.0/query/01gXX-2000", True),
+    ("https://x.my.salesforce.com/services/data/v59.0/composite/sobjects", True),
+    ("https://x.my.salesforce.com/services/data/v59.0/limits/", True),
+    ("https://x.my.salesforce.com/services/data/v59.0", True),
+    ("https://x.my.salesforce.com/services/data/", False),
+    ("https://x.my.salesforce.com/services/data", False),
+    ("https://login.salesforce.com/services/oauth2/token", False),
+    ("https://x.my.salesforce.com/services/data/v59.0x/evil", False),
+])
+def test_which_requests_are_metered(url: str, metered: bool) -> None:
+    assert is_metered(url) is metered
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("api-usage=25/5000", (25, 5000)),
+    ("api-usage=25/5000; per-app-api-usage=17/250(appName=x)", (25, 5000)),
+    ("per-app-api-usage=17/250(appName=x); api-usage=110018/100000", (110018, 100000)),
+    ("api-usage=110018/100000; api-bursts=1/750", (110018, 100000)),
+    ("", None),
+    (None, None),
+    ("per-app-api-usage=17/250(appName=x)", None),
+])
+def test_limit_info_is_parsed_unanchored(header: str | None, expected: tuple[int, int] | None) -> None:
+    assert parse_limit_info(header) == expected
+
+
+def _wrapped(reason: Exception) -> requests.ConnectionError:
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/x", reason))  # type: ignore[arg-type]
+
+
+def test_only_errors_that_prove_nothing_was_sent_are_refunded() -> None:
+    refused = urllib3.exceptions.NewConnectionError(None, "refused")  # type: ignore[arg-type]
+    assert never_sent(_wrapped(refused))
+    assert never_sent(requests.exceptions.ConnectTimeout())
+    assert never_sent(requests.exceptions.SSLError())
+    dropped = urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
+    assert not never_sent(requests.ConnectionError(dropped))
+    assert not never_sent(requests.exceptions.ReadTimeout())
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, content: object) -> None:
+        super().__init__("refused")
+        self.status = status
+        self.content = content
+
+
+def test_limit_errors_are_told_apart() -> None:
+    daily = _Refused(403, [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    concurrent = _Refused(403, [{"message": "ConcurrentPerOrgLongTxn Limit exceeded.",
+                                 "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
+    other = _Refused(403, [{"message": "no", "errorCode": "INSUFFICIENT_ACCESS"}])
+    assert is_daily_org_limit(daily)
+    assert not is_daily_org_limit(concurrent)
+    assert is_concurrency_limit(concurrent)
+    assert not is_daily_org_limit(other)
+    assert not is_concurrency_limit(other)
+
+
+def test_transient_errors() -> None:
+    assert is_transient(requests.ConnectionError())
+    assert is_transient(requests.Timeout())
+    assert not is_transient(ValueError())
+
+
+def test_retry_policy_is_bounded_and_sleeps_through_the_injected_sleep() -> None:
+    sleeps: list[float] = []
+    calls = 0
+
+    def flaky() -> None:
+        nonlocal calls
+        calls += 1
+        raise requests.ConnectionError("down")
+
+    policy = RetryPolicy(attempts=4, initial_wait=1.0, max_wait=3.0, jitter=0.0, sleep=sleeps.append)
+    with pytest.raises(requests.ConnectionError):
+        policy.retrying()(flaky)
+    assert calls == 4
+    assert sleeps == [1.0, 2.0, 3.0]
+
+
+def test_retry_policy_does_not_retry_permanent_errors() -> None:
+    sleeps: list[float] = []
+    def bug() -> None:
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        RetryPolicy(sleep=sleeps.append).retrying()(bug)
+    assert sleeps == []
+
+
+def test_retry_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMSYNC_RETRY_ATTEMPTS", "7")
+    monkeypatch.setenv("CRMSYNC_RETRY_INITIAL_WAIT", "0.25")
+    policy = RetryPolicy.from_env()
+    assert (policy.attempts, policy.initial_wait, policy.max_wait) == (7, 0.25, 20.0)
+    monkeypatch.setenv("CRMSYNC_RETRY_ATTEMPTS", "lots")
+    with pytest.raises(ValueError, match="CRMSYNC_RETRY"):
+        RetryPolicy.from_env()
