@@ -59,9 +59,12 @@ class HttpResponse:
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> HttpResponse:
-    content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-    return HttpResponse(status, content, {"Content-Type": _JSON, **(headers or {})} if content else
-                        dict(headers or {}))
+    """A JSON response; ``None`` is an empty body (204)."""
+    response = HttpResponse(status, headers=dict(headers or {}))
+    if body is not None:
+        response.body = json.dumps(body, separators=(",", ":")).encode()
+        response.headers["Content-Type"] = _JSON
+    return response
 
 
 def _versions() -> list[dict[str, str]]:

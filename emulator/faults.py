@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 __all__ = ["FAULT_KINDS", "FaultKind", "FaultPlan", "Faults"]
 
@@ -50,7 +50,7 @@ class Faults:
             raise ValueError(f"unknown fault {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
         if count < 1 or latency < 0:
             raise ValueError("count must be >= 1 and latency >= 0")
-        self._queue.extend([FaultPlan(kind, latency)] * count)  # type: ignore[arg-type]
+        self._queue.extend([FaultPlan(cast(FaultKind, kind), latency)] * count)
 
     def clear(self) -> None:
         """No more faults: empty the queue and zero the shares."""

@@ -28,7 +28,7 @@ class OAuthError(Exception):
         self.body = {"error": error, "error_description": description}
 
 
-def _client(registry: Registry, form: dict[str, str], authorization: str) -> tuple[str, str]:
+def _client(form: dict[str, str], authorization: str) -> tuple[str, str]:
     # Salesforce takes client credentials from the form or from HTTP Basic authentication.
     if authorization.lower().startswith("basic "):
         try:
@@ -78,11 +78,11 @@ def token_grant(registry: Registry, body: bytes, authorization: str) -> tuple[Or
     form = dict(parse_qsl(body.decode("utf-8", "replace")))
     grant = form.get("grant_type", "")
     if grant == "client_credentials":
-        client_id, secret = _client(registry, form, authorization)
+        client_id, secret = _client(form, authorization)
         org = _org_of_client(registry, client_id)
         _check_secret(org, secret)
     elif grant == "refresh_token":
-        client_id, secret = _client(registry, form, authorization)
+        client_id, secret = _client(form, authorization)
         org = _org_of_client(registry, client_id)
         if secret:
             _check_secret(org, secret)

@@ -7,9 +7,8 @@ from typing import Any
 
 __all__ = ["OBJECTS", "Field", "SObject", "describe", "describe_global_entry", "lookup_object"]
 
-# Field types whose values are JSON numbers, booleans, dates and datetimes; every other type is a string.
+# Field types whose values are JSON numbers; besides boolean, date and datetime, the rest are strings.
 NUMBER_TYPES = frozenset({"int", "double", "currency", "percent"})
-STRING_TYPES = frozenset({"id", "string", "email", "phone", "url", "picklist", "textarea", "reference"})
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,6 @@ class Store:
         deleted = self._tables[sobject].deleted_at.items()
         return [{"id": rid, "deletedDate": format_epoch(at)} for rid, at in deleted if start <= at < end]
 
-    def count(self, sobject: str) -> int:
-        """How many live records ``sobject`` has."""
-        return sum(1 for _ in self.scan(sobject))
-
     # -- writing -------------------------------------------------------------------------------
 
     def create(self, sobject: str, body: dict[str, Any], at: float | None = None) -> str:

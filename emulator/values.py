@@ -7,7 +7,7 @@ from typing import Any
 
 from emulator.errors import ApiError
 from emulator.ids import to_18
-from emulator.schema import NUMBER_TYPES, STRING_TYPES, Field, SObject
+from emulator.schema import NUMBER_TYPES, Field, SObject
 from emulator.sftime import format_epoch, parse_date, parse_datetime
 
 __all__ = ["check_writable", "coerce"]
@@ -57,7 +57,6 @@ def coerce(field: Field, value: Any) -> Any:
 
 
 def _coerce_text(field: Field, value: str) -> str:
-    assert field.type in STRING_TYPES or field.type == "textarea"
     if field.type == "reference":
         full = to_18(value)
         if full is None:
