@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import multiprocessing
 import os
 import ssl
 import subprocess
@@ -25,18 +24,22 @@ CLIENTS = 8
 DURATION_SECONDS = 5.0
 TARGET_PER_SECOND = 1000
 QUERY = "SELECT Id, Name, Email FROM Lead LIMIT 5"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _start_emulator(ready_file: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "emulator", "--orgs", "bench", "--records", "200",
-         "--ready-file", str(ready_file)],
-    )
+    log = ready_file.with_name("emulator.log")
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "emulator", "--orgs", "bench", "--records", "200",
+             "--ready-file", str(ready_file)],
+            stderr=stderr, cwd=REPO_ROOT,
+        )
     deadline = time.monotonic() + 60
     while not ready_file.exists():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError("the emulator did not start")
+            raise RuntimeError(f"the emulator did not start: {log.read_text()[-2000:]}")
         time.sleep(0.05)
     return process, json.loads(ready_file.read_text())
 
@@ -84,13 +87,17 @@ def measure(clients: int = CLIENTS, duration: float = DURATION_SECONDS) -> tuple
             # Every client starts and stops on the same wall-clock instants, after its process is up.
             start_at = time.time() + 2.0
             client = (org["instance_url"], org["access_token"], ready["ca_bundle"], start_at, start_at + duration)
-            arguments = [client] * clients
-            with multiprocessing.get_context("spawn").Pool(clients) as pool:
-                pending = pool.starmap_async(_client, arguments)
-                time.sleep(max(start_at - time.time(), 0))
-                cpu_before = _cpu_seconds(process.pid)
-                counts = pending.get(timeout=duration + 120)
-                cpu_used = _cpu_seconds(process.pid) - cpu_before
+            # Client processes run this module (not multiprocessing, which would re-import the caller's
+            # __main__, i.e. the whole bench suite, in every child).
+            command = [sys.executable, "-m", "bench.emulator_bench", "--client", *map(str, client)]
+            children = [subprocess.Popen(command, stdout=subprocess.PIPE, cwd=REPO_ROOT) for _ in range(clients)]
+            time.sleep(max(start_at - time.time(), 0))
+            cpu_before = _cpu_seconds(process.pid)
+            outputs = [child.communicate(timeout=duration + 120)[0] for child in children]
+            cpu_used = _cpu_seconds(process.pid) - cpu_before
+            if any(child.returncode for child in children):
+                raise RuntimeError("a benchmark client failed; see its traceback above")
+            counts = [int(output) for output in outputs]
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -108,4 +115,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--client"]:
+        url, token, ca_bundle, start, stop = sys.argv[2:7]
+        print(_client(url, token, ca_bundle, float(start), float(stop)))
+    else:
+        main()
