@@ -19,6 +19,17 @@ key                                    type    what
 ``crmsync:{T}:push:<JOB>``             string  records a queued push job will upsert (JSON), with its position
 ``crmsync:{T}:job:<JOB>``              hash    a job's state and outcome, for ``--wait`` and status; expires
 ``crmsync:{T}:lock:<OBJECT>``          string  one running job per tenant and object; expires
+``crmsync:{T}:active``                 hash    object -> id of its pull that is queued, running or parked
+``crmsync:{T}:seq``                    int     enqueue sequence: parked jobs keep their original order by it
+``crmsync:{T}:pause``                  hash    why the tenant is paused: reason, since, detail
+``crmsync:{T}:parked``                 zset    parked jobs (JSON), scored by enqueue sequence
+``crmsync:{T}:notified:<KIND>:<W>``    string  a notification of KIND was raised in window W; expires
+``crmsync:paused``                     set     every paused tenant
+``crmsync:notifications``              stream  recent notifications, all tenants, bounded
+``crmsync:notify:config``              hash    notification channels (webhooks, SMTP); secrets as references
+``crmsync:schedules``                  hash    "TENANT/OBJECT" -> pull interval in seconds
+``crmsync:schedule:due``               zset    "TENANT/OBJECT" scored by when its next pull is due
+``crmsync:scheduler:lease``            string  the scheduler instance allowed to enqueue; expires
 =====================================  ======  ==============================================================
 
 The limit is a value, never part of a key: a change applies to the next take without moving any state.
@@ -28,22 +39,39 @@ from __future__ import annotations
 
 __all__ = [
     "CONNECTIONS",
+    "NOTIFICATIONS",
+    "NOTIFY_CONFIG",
+    "PAUSED",
     "PREFIX",
+    "SCHEDULER_LEASE",
+    "SCHEDULES",
+    "SCHEDULE_DUE",
     "TENANTS",
+    "active_pulls",
     "audit",
     "config",
     "connection",
     "job",
     "lock",
+    "notified",
     "org_usage",
+    "parked",
+    "pause",
     "pull_checkpoint",
     "push_records",
+    "sequence",
     "window_prefix",
 ]
 
 PREFIX = "crmsync:"
 TENANTS = f"{PREFIX}tenants"
 CONNECTIONS = f"{PREFIX}connections"
+PAUSED = f"{PREFIX}paused"
+NOTIFICATIONS = f"{PREFIX}notifications"
+NOTIFY_CONFIG = f"{PREFIX}notify:config"
+SCHEDULES = f"{PREFIX}schedules"
+SCHEDULE_DUE = f"{PREFIX}schedule:due"
+SCHEDULER_LEASE = f"{PREFIX}scheduler:lease"
 
 
 def _scope(tenant: str) -> str:
@@ -93,3 +121,28 @@ def job(tenant: str, job_id: str) -> str:
 def lock(tenant: str, sobject: str) -> str:
     """Lock held by the one job running for a tenant and object."""
     return f"{_scope(tenant)}:lock:{sobject}"
+
+
+def active_pulls(tenant: str) -> str:
+    """Hash of object -> id of the tenant's pull that is queued, running or parked (one at a time)."""
+    return f"{_scope(tenant)}:active"
+
+
+def sequence(tenant: str) -> str:
+    """Counter giving each queued job of a tenant its place in line."""
+    return f"{_scope(tenant)}:seq"
+
+
+def pause(tenant: str) -> str:
+    """Hash saying why and since when a tenant is paused."""
+    return f"{_scope(tenant)}:pause"
+
+
+def parked(tenant: str) -> str:
+    """Sorted set of a paused tenant's parked jobs, in their original order."""
+    return f"{_scope(tenant)}:parked"
+
+
+def notified(tenant: str, kind: str, window: str) -> str:
+    """Marker that a notification of ``kind`` was raised for ``tenant`` in ``window``."""
+    return f"{_scope(tenant)}:notified:{kind}:{window}"

@@ -46,16 +46,22 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+_OPTIONAL = ("fields", "seq")
+
+
 def _fields(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    unknown = set(kwargs) - set(names)
+    unknown = set(kwargs) - set(names) - set(_OPTIONAL)
     if unknown:
         raise InvalidJob(f"unexpected job arguments: {sorted(unknown)}")
-    missing = [n for n in names if n not in kwargs and n != "fields"]
+    missing = [n for n in names if n not in kwargs and n not in _OPTIONAL]
     if missing:
         raise InvalidJob(f"missing job arguments: {missing}")
     for name in names:
-        if name != "fields" and not isinstance(kwargs.get(name), str):
+        if name not in _OPTIONAL and not isinstance(kwargs.get(name), str):
             raise InvalidJob(f"job argument {name} must be a string")
+    seq = kwargs.get("seq", 0)
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise InvalidJob("job argument seq must be a whole number")
     try:
         validate_tenant(kwargs["tenant"])
         check_name(kwargs["sobject"], "object")
@@ -125,7 +131,7 @@ def _object_lock(runtime: Runtime, tenant: str, sobject: str) -> Iterator[Callab
 
 def _stop(runtime: Runtime, kind: str, tenant: str, job_id: str, error: Exception) -> None:
     runtime.jobs.set_state(tenant, job_id, "stopped", str(error))
-    runtime.notifier.notify(kind, tenant, str(error), job_id=job_id)
+    runtime.notifier.notify(kind, tenant, str(error), window=job_id, job_id=job_id)
 
 
 def _execute(kind: str, tenant: str, sobject: str, job_id: str,
@@ -157,7 +163,7 @@ def _execute(kind: str, tenant: str, sobject: str, job_id: str,
         _stop(runtime, "config_invalid", tenant, job_id, exc)
     except InvalidInput as exc:
         jobs.set_state(tenant, job_id, "failed", str(exc))
-        runtime.notifier.notify("job_failed", tenant, str(exc), job_id=job_id)
+        runtime.notifier.notify("job_failed", tenant, str(exc), window=job_id, job_id=job_id)
         raise InvalidJob(str(exc)) from exc
     except JobBusy:
         jobs.set_state(tenant, job_id, "queued", "waiting for another job on the same object")
@@ -166,7 +172,8 @@ def _execute(kind: str, tenant: str, sobject: str, job_id: str,
         final = retries >= MAX_RETRIES
         jobs.set_state(tenant, job_id, "failed" if final else "retrying", f"{type(exc).__name__}: {exc}")
         if final:
-            runtime.notifier.notify("job_failed", tenant, f"{kind} {sobject} failed: {exc}", job_id=job_id)
+            runtime.notifier.notify("job_failed", tenant, f"{kind} {sobject} failed: {exc}", window=job_id,
+                                    job_id=job_id)
         raise
     finally:
         structlog.contextvars.clear_contextvars()

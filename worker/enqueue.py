@@ -5,30 +5,54 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 
+from quota import keys
 from quota.validation import validate_tenant
 from worker.jobstate import TERMINAL, JobRecord, JobStore
 from worker.push import check_records, store_records
 from worker.soql import check_name
 
-__all__ = ["enqueue_pull", "enqueue_push", "wait_for"]
+__all__ = ["active_pull", "enqueue_pull", "enqueue_push", "wait_for"]
+
+
+def active_pull(client: redis.Redis, tenant: str, sobject: str) -> str | None:
+    """The id of the tenant's pull of ``sobject`` that is queued, running or parked, if any."""
+    raw = client.hget(keys.active_pulls(tenant), sobject)
+    if raw is None:
+        return None
+    job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+    record = JobStore(client).get(tenant, job_id)
+    return job_id if record is not None and record.state not in TERMINAL else None
 
 
 def enqueue_pull(client: redis.Redis, tenant: str, sobject: str, fields: Sequence[str] = ()) -> str:
-    """Queue an incremental pull of ``sobject`` for ``tenant``; return the job id."""
+    """Queue an incremental pull of ``sobject`` for ``tenant``; return the job id.
+
+    A pull brings an object up to date, so while one is queued, running or parked for the same tenant and
+    object, no second one is queued: its id is returned instead.
+    """
     from worker.actors import pull  # noqa: PLC0415 (importing the actors binds the broker on REDIS_URL)
 
     validate_tenant(tenant)
     check_name(sobject, "object")
     for name in fields:
         check_name(name, "field")
+    existing = active_pull(client, tenant, sobject)
+    if existing is not None:
+        return existing
     job_id = uuid.uuid4().hex
     JobStore(client).create(tenant, job_id, "pull", sobject)
-    pull.send(tenant=tenant, sobject=sobject, job_id=job_id, fields=list(fields))
+    client.hset(keys.active_pulls(tenant), sobject, job_id)
+    pull.send(tenant=tenant, sobject=sobject, job_id=job_id, fields=list(fields), seq=_next_seq(client, tenant))
     return job_id
+
+
+def _next_seq(client: redis.Redis, tenant: str) -> int:
+    # Parked jobs go back into the queue in this order.
+    return int(cast(int, client.incr(keys.sequence(tenant))))
 
 
 def enqueue_push(
@@ -44,7 +68,7 @@ def enqueue_push(
     job_id = uuid.uuid4().hex
     store_records(client, tenant, job_id, records)
     JobStore(client).create(tenant, job_id, "push", sobject)
-    push.send(tenant=tenant, sobject=sobject, external_id=external_id, job_id=job_id)
+    push.send(tenant=tenant, sobject=sobject, external_id=external_id, job_id=job_id, seq=_next_seq(client, tenant))
     return job_id
 
 

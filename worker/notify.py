@@ -14,9 +14,13 @@ __all__ = ["LogNotifier", "Notifier"]
 
 
 class Notifier(Protocol):
-    """Raises an error notification of ``kind`` for ``tenant``."""
+    """Raises an error notification of ``kind`` for ``tenant``, at most once per ``window``.
 
-    def notify(self, kind: str, tenant: str, message: str, **details: Any) -> None: ...
+    ``window`` names the episode the notification belongs to (a quota window's end, a pause's start, a job
+    id): many workers hitting the same empty bucket raise one notification, not a storm.
+    """
+
+    def notify(self, kind: str, tenant: str, message: str, *, window: str, **details: Any) -> None: ...
 
 
 class LogNotifier:
@@ -25,6 +29,6 @@ class LogNotifier:
     def __init__(self) -> None:
         self._log = structlog.get_logger("crmsync.notify")
 
-    def notify(self, kind: str, tenant: str, message: str, **details: Any) -> None:
+    def notify(self, kind: str, tenant: str, message: str, *, window: str, **details: Any) -> None:
         """Log the notification as one structured event."""
-        self._log.warning("notification", kind=kind, tenant=tenant, message=message, **details)
+        self._log.warning("notification", kind=kind, tenant=tenant, message=message, window=window, **details)
