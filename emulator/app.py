@@ -104,8 +104,11 @@ class App:
                 org, body = token_grant(self.registry, request.body, request.headers.get("authorization", ""))
             except OAuthError as error:
                 return _json(error.status, error.body)
+            # Salesforce does not document whether token requests count; by default they do not.
+            counted = self.registry.settings.count_token_requests
+            used = org.usage.add() if counted else org.usage.used
             org.record({"time": self.registry.clock(), "method": "POST", "path": path, "query": "",
-                        "status": 200, "counted": False, "fault": None, "latency": 0.0})
+                        "status": 200, "counted": counted, "fault": None, "latency": 0.0, "api_usage": used})
         return _json(200, body)
 
     def _api(self, request: HttpRequest, path: str, query: str, version: str, rest: str) -> HttpResponse:

@@ -33,6 +33,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--token-ttl", type=float, default=7200.0,
                         help="access token lifetime in seconds (default 7200)")
     parser.add_argument("--ready-file", type=Path, help="write the ready JSON here once serving")
+    parser.add_argument("--count-token-requests", action="store_true",
+                        help="count OAuth token requests against the daily limit (default: free)")
     parser.set_defaults(handler=run)
 
 
@@ -68,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server = EmulatorServer(orgs=specs, records=args.records, daily_limit=args.daily_limit,
-                                token_ttl=args.token_ttl, port=args.port)
+                                token_ttl=args.token_ttl, port=args.port,
+                                count_token_requests=args.count_token_requests)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     try:

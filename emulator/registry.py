@@ -23,6 +23,7 @@ class Settings:
     records: int = 50
     daily_limit: int = 100_000
     token_ttl: float = 7200.0
+    count_token_requests: bool = False
 
 
 class Registry:

@@ -40,17 +40,19 @@ class EmulatorServer:
     """A local HTTPS Salesforce with several orgs, serving on loopback from background threads.
 
     ``orgs`` are specs such as ``"acme"`` or ``"acme-sandbox:sandbox"``; ``clock`` returns epoch seconds
-    and drives token expiry, the rolling usage window and record timestamps.
+    and drives token expiry, the rolling usage window and record timestamps. Token requests are free
+    unless ``count_token_requests``.
     """
 
     def __init__(self, orgs: Iterable[str] = DEFAULT_ORGS, *, records: int = 50, daily_limit: int = 100_000,
                  token_ttl: float = 7200.0, clock: Callable[[], float] = time.time, port: int = 0,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", count_token_requests: bool = False) -> None:
         if token_ttl <= 0:
             raise ValueError("token_ttl must be > 0")
         self._org_specs = [parse_org_spec(spec) for spec in orgs]
         self._dir = Path(tempfile.mkdtemp(prefix="crmsync-emulator-"))
-        self.registry = Registry(Settings(records, daily_limit, token_ttl), clock, self._dir)
+        settings = Settings(records, daily_limit, token_ttl, count_token_requests)
+        self.registry = Registry(settings, clock, self._dir)
         self.admin_token = f"admin-{secrets.token_urlsafe(32)}"
         self.control = Control(self.registry)
         self._app = App(self.registry, self.admin_token)

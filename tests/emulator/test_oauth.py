@@ -58,6 +58,16 @@ def test_token_requests_are_logged_but_not_counted(emu: EmulatorServer) -> None:
     assert emu.control.usage("acme")["used"] == 0
 
 
+def test_token_requests_can_be_counted(clock: FakeClock) -> None:
+    with EmulatorServer(orgs=["acme"], records=0, clock=clock, count_token_requests=True) as emu:
+        org = emu.orgs["acme"]
+        response = _token(emu, {"grant_type": "client_credentials", "client_id": org.client_id,
+                                "client_secret": org.client_secret})
+        assert response.status_code == 200
+        assert emu.control.usage("acme")["used"] == 1
+        assert emu.control.request_log("acme")[0]["counted"] is True
+
+
 def test_refresh_token_grant(emu: EmulatorServer) -> None:
     org = emu.orgs["acme"]
     response = _token(emu, {"grant_type": "refresh_token", "refresh_token": org.refresh_token,
