@@ -54,8 +54,8 @@ class EmulatorServer:
         settings = Settings(records, daily_limit, token_ttl, count_token_requests)
         self.registry = Registry(settings, clock, self._dir)
         self.admin_token = f"admin-{secrets.token_urlsafe(32)}"
-        self.control = Control(self.registry)
         self._app = App(self.registry, self.admin_token)
+        self.control: Control = self._app.control
         self._host = host
         self._port = port
         self._http: HttpServer | None = None
