@@ -1,0 +1,25 @@
+"""Error notifications: raised once per tenant, kind and window; delivered to the log, a bounded Redis stream,
+and optionally webhooks and email (by the ``crmsync_deliver_notification`` actor on queue ``crmsync-notify``).
+
+The delivery actor lives in ``worker.notifications.delivery`` and is not imported here: importing it binds
+Dramatiq's broker to ``REDIS_URL``. The worker app imports it so its processes consume the queue.
+"""
+
+from __future__ import annotations
+
+from worker.notifications.center import DEDUPE_TTL_S, STREAM_MAXLEN, NotificationCenter, recent
+from worker.notifications.channels import Channels, ChannelStore, EmailSettings, Webhook
+from worker.notifications.model import KINDS, Notification
+
+__all__ = [
+    "DEDUPE_TTL_S",
+    "KINDS",
+    "STREAM_MAXLEN",
+    "ChannelStore",
+    "Channels",
+    "EmailSettings",
+    "Notification",
+    "NotificationCenter",
+    "Webhook",
+    "recent",
+]

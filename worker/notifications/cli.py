@@ -1,0 +1,168 @@
+"""``crmsync notify ...`` (channel config) and ``crmsync notifications`` (recent notifications)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from quota.errors import InvalidInput
+from quota.settings import redis_url
+from quota.validation import validate_tenant
+from worker.notifications.center import recent
+from worker.notifications.channels import Channels, ChannelStore, EmailSettings, password_ref, redact_url
+
+__all__ = ["register"]
+
+_TIMEOUT_S = 5.0
+_MAX_LIMIT = 1000
+EXIT_FAILURE = 1
+
+
+@contextmanager
+def _client() -> Iterator[redis.Redis]:
+    # Imported here: worker.cli imports this module's register() lazily, and the reverse import stays local.
+    from worker.cli import CommandError  # noqa: PLC0415
+
+    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=_TIMEOUT_S, socket_timeout=_TIMEOUT_S)
+    try:
+        yield client
+    except redis.RedisError as exc:
+        raise CommandError(f"Redis unavailable: {type(exc).__name__}: {exc} (is REDIS_URL right?)",
+                           exit_code=EXIT_FAILURE) from None
+    finally:
+        client.close()
+
+
+def _cmd_webhook_add(args: argparse.Namespace) -> int:
+    with _client() as client:
+        hook = ChannelStore(client).add_webhook(args.url)
+    print(f"webhook {hook.id} added: {redact_url(hook.url)}")
+    return 0
+
+
+def _cmd_webhook_remove(args: argparse.Namespace) -> int:
+    with _client() as client:
+        removed = ChannelStore(client).remove_webhook(args.url)
+    if not removed:
+        raise InvalidInput("no such webhook: give its URL or its id as `crmsync notify show` lists it")
+    print("webhook removed")
+    return 0
+
+
+def _cmd_email_set(args: argparse.Namespace) -> int:
+    recipients = tuple(a.strip() for a in args.to.split(",") if a.strip())
+    settings = EmailSettings(host=args.host, port=_port(args.port), sender=args.sender, recipients=recipients,
+                             starttls=args.starttls, username=args.username,
+                             password_ref=password_ref(args.password_file, args.password_env))
+    with _client() as client:
+        ChannelStore(client).set_email(settings)
+    print(f"email: {settings.host}:{settings.port} from {settings.sender} to {', '.join(recipients)}")
+    return 0
+
+
+def _port(value: str) -> int:
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise InvalidInput(f"invalid SMTP port {value!r}: use a whole number from 1 to 65535")
+    return int(value)
+
+
+def _cmd_email_clear(args: argparse.Namespace) -> int:
+    with _client() as client:
+        cleared = ChannelStore(client).clear_email()
+    print("email delivery turned off" if cleared else "email delivery was not set")
+    return 0
+
+
+def channels_dict(channels: Channels) -> dict[str, Any]:
+    """The channel config as shown: webhook URLs redacted, the SMTP password only as its reference."""
+    return {
+        "always": ["log", "stream"],
+        "webhooks": [{"id": w.id, "url": redact_url(w.url), "added_at": w.added_at.isoformat()}
+                     for w in channels.webhooks],
+        "email": channels.email.to_json() if channels.email else None,
+    }
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    with _client() as client:
+        shown = channels_dict(ChannelStore(client).load())
+    if args.json:
+        print(json.dumps(shown))
+        return 0
+    print("log, stream  always on")
+    for hook in shown["webhooks"]:
+        print(f"webhook     {hook['id']}  {hook['url']}")
+    email = shown["email"]
+    if email:
+        login = f", login {email['username']} (password from {email['password_ref']})" if email["username"] else ""
+        tls = ", STARTTLS" if email["starttls"] else ""
+        print(f"email       {email['host']}:{email['port']} from {email['from']} to {', '.join(email['to'])}"
+              f"{tls}{login}")
+    if not shown["webhooks"] and not email:
+        print("no webhook or email: add one with `crmsync notify webhook add URL` or `crmsync notify email set`")
+    return 0
+
+
+def _cmd_notifications(args: argparse.Namespace) -> int:
+    if args.tenant is not None:
+        validate_tenant(args.tenant)
+    if not 1 <= args.limit <= _MAX_LIMIT:
+        raise InvalidInput(f"invalid --limit {args.limit}: use 1 to {_MAX_LIMIT}")
+    with _client() as client:
+        found = recent(client, args.tenant, limit=args.limit)
+    if args.json:
+        print(json.dumps([n.to_json() for n in found]))
+        return 0
+    if not found:
+        print("no notifications" + (f" for {args.tenant}" if args.tenant else ""))
+    for n in found:
+        print(f"{n.at.isoformat(timespec='seconds')}  {n.kind:<18} {n.tenant:<20} {n.message}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``notify`` and ``notifications`` subcommands."""
+    notify = commands.add_parser("notify", help="notification channels: webhooks and email (log and stream are "
+                                                "always on)")
+    sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
+
+    webhook = sub.add_parser("webhook", help="add or remove a webhook (JSON POST of each notification)")
+    hooks = webhook.add_subparsers(dest="webhook_command", required=True, metavar="ACTION")
+    add = hooks.add_parser("add", help="add a webhook URL (http or https)")
+    add.add_argument("url")
+    add.set_defaults(handler=_cmd_webhook_add)
+    remove = hooks.add_parser("remove", help="remove a webhook by URL or id")
+    remove.add_argument("url", metavar="URL_OR_ID")
+    remove.set_defaults(handler=_cmd_webhook_remove)
+
+    email = sub.add_parser("email", help="set or clear email delivery over SMTP")
+    mail = email.add_subparsers(dest="email_command", required=True, metavar="ACTION")
+    set_ = mail.add_parser("set", help="send each notification by email (replaces the current settings)")
+    set_.add_argument("--host", required=True, help="SMTP server host")
+    set_.add_argument("--port", required=True, help="SMTP server port (1-65535)")
+    set_.add_argument("--from", dest="sender", required=True, metavar="ADDR", help="sender address")
+    set_.add_argument("--to", required=True, metavar="ADDR[,ADDR]", help="recipient addresses, comma-separated")
+    set_.add_argument("--starttls", action="store_true", help="upgrade the connection with STARTTLS")
+    set_.add_argument("--username", help="SMTP login (with --password-file or --password-env)")
+    password = set_.add_mutually_exclusive_group()
+    password.add_argument("--password-file", metavar="FILE", help="file holding the SMTP password")
+    password.add_argument("--password-env", metavar="NAME",
+                          help="environment variable holding the SMTP password (must be set for the worker too)")
+    set_.set_defaults(handler=_cmd_email_set)
+    clear = mail.add_parser("clear", help="turn email delivery off")
+    clear.set_defaults(handler=_cmd_email_clear)
+
+    show = sub.add_parser("show", help="the channels notifications go to (never a password or URL token)")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=_cmd_show)
+
+    listing = commands.add_parser("notifications", help="recent notifications, newest first")
+    listing.add_argument("tenant", nargs="?", help="only this tenant's")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--limit", type=int, default=20, help=f"how many (1-{_MAX_LIMIT}, default 20)")
+    listing.set_defaults(handler=_cmd_notifications)

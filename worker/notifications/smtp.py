@@ -1,0 +1,72 @@
+"""Email delivery over SMTP (smtplib), optionally with STARTTLS and a login.
+
+The password is read from its reference only for the login, and no error message carries it.
+"""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from worker.notifications.channels import EmailSettings
+from worker.notifications.model import DeliveryFailed, Notification
+from worker.secrets import SecretUnavailable, read_secret
+
+__all__ = ["DEFAULT_TIMEOUT_S", "build_message", "send_email"]
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def build_message(settings: EmailSettings, notification: Notification) -> EmailMessage:
+    """The email for ``notification``: subject names kind and tenant, body the message and details."""
+    message = EmailMessage()
+    message["From"] = settings.sender
+    message["To"] = ", ".join(settings.recipients)
+    message["Subject"] = f"[crmsync] {notification.kind}: {notification.tenant}"
+    message["Date"] = formatdate(notification.at.timestamp(), usegmt=True)
+    message["Message-ID"] = make_msgid(idstring=notification.id, domain="crmsync.invalid")
+    details = json.dumps(notification.details, indent=2, sort_keys=True)
+    message.set_content(
+        f"{notification.message}\n\n"
+        f"kind:    {notification.kind}\ntenant:  {notification.tenant}\nat:      {notification.at.isoformat()}\n"
+        f"id:      {notification.id}\n\ndetails:\n{details}\n"
+    )
+    return message
+
+
+def send_email(settings: EmailSettings, notification: Notification, *,
+               timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    """Send ``notification`` to every recipient; raise ``DeliveryFailed`` if the server does not take it."""
+    name = f"SMTP {settings.host}:{settings.port}"
+    try:
+        password = read_secret(settings.password_ref) if settings.password_ref else None
+    except SecretUnavailable as exc:
+        raise DeliveryFailed(f"{name}: password {exc}", permanent=True) from None
+    try:
+        with smtplib.SMTP(settings.host, settings.port, timeout=timeout) as server:
+            if settings.starttls:
+                server.starttls(context=ssl.create_default_context())
+            if settings.username and password is not None:
+                server.login(settings.username, password)
+            refused = server.send_message(build_message(settings, notification))
+    except smtplib.SMTPAuthenticationError as exc:
+        raise DeliveryFailed(f"{name}: login refused ({exc.smtp_code})", permanent=True) from None
+    except smtplib.SMTPResponseException as exc:
+        # 5xx is the server's final word; 4xx (greylisting, busy) is worth another try.
+        raise DeliveryFailed(f"{name}: {exc.smtp_code} {_reply(exc.smtp_error)}",
+                             permanent=exc.smtp_code >= 500) from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise DeliveryFailed(f"{name}: every recipient refused ({', '.join(map(str, exc.recipients))})",
+                             permanent=True) from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryFailed(f"{name}: {type(exc).__name__} (connection failed)") from None
+    if refused:
+        raise DeliveryFailed(f"{name}: recipients refused: {', '.join(sorted(refused))}", permanent=True)
+
+
+def _reply(error: bytes | str) -> str:
+    text = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
+    return " ".join(text.split())[:200]
