@@ -1,0 +1,171 @@
+"""``crmsync schedule set|remove|list`` and ``crmsync scheduler``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+import redis
+
+from quota.errors import InvalidInput
+from quota.settings import redis_url
+from worker.enqueue import active_pull
+from worker.logs import configure_logging
+from worker.pause import PauseStore
+from worker.scheduler import DEFAULT_LEASE_TTL_S, DEFAULT_TICK_S, Scheduler
+from worker.schedules import Schedule, ScheduleStore, format_interval, parse_interval
+
+__all__ = ["register", "schedule_rows"]
+
+_CLI_TIMEOUT_S = 5.0
+EXIT_FAILURE = 1
+
+
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(redis_url(), socket_connect_timeout=_CLI_TIMEOUT_S, socket_timeout=_CLI_TIMEOUT_S)
+
+
+@contextmanager
+def _redis() -> Iterator[redis.Redis]:
+    # A Redis error becomes a one-line CommandError (exit 1) instead of a traceback.
+    from worker.cli import CommandError  # noqa: PLC0415 (worker.cli imports this module's register lazily)
+
+    client = _client()
+    try:
+        yield client
+    except redis.RedisError as exc:
+        raise CommandError(f"schedules unavailable: {type(exc).__name__}: {exc} (is REDIS_URL right?)",
+                           exit_code=EXIT_FAILURE) from None
+    finally:
+        client.close()
+
+
+def _when(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def schedule_rows(client: redis.Redis, now: float) -> list[dict[str, Any]]:
+    """Every schedule as plain JSON-able values, with its active pull and whether its tenant is paused."""
+    pauses = PauseStore(client)
+    rows = []
+    for s in ScheduleStore(client).all():
+        active = pause_reason = None
+        if not s.error:
+            active = active_pull(client, s.tenant, s.sobject)
+            pause = pauses.get(s.tenant)
+            pause_reason = pause.reason if pause else None
+        rows.append({
+            "tenant": s.tenant, "object": s.sobject,
+            "every": None if s.interval is None else format_interval(s.interval), "interval_s": s.interval,
+            "next_due": _when(s.due), "next_due_epoch": s.due,
+            "overdue_s": None if s.due is None else max(0.0, round(now - s.due, 3)),
+            "active_pull": active, "paused": pause_reason is not None, "pause_reason": pause_reason,
+            "error": s.error or None,
+        })
+    return rows
+
+
+def _relative(due: float | None, now: float) -> str:
+    if due is None:
+        return "never (no due time)"
+    seconds = int(due - now)
+    if seconds <= 0:
+        return "now" if seconds > -60 else f"overdue {format_interval(-seconds // 60 * 60 or 60)}"
+    return f"in {seconds // 60}m" if seconds >= 60 else f"in {seconds}s"
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    interval = parse_interval(args.every)  # refused before anything is written
+    with _redis() as client:
+        schedule: Schedule = ScheduleStore(client).set(args.tenant, args.object, interval)
+    print(f"{schedule.member}: pull every {format_interval(interval)}, next due {_when(schedule.due)}")
+    return 0
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    with _redis() as client:
+        removed = ScheduleStore(client).remove(args.tenant, args.object)
+    if not removed:
+        print(f"crmsync: error: no schedule for {args.tenant}/{args.object}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.tenant}/{args.object}: schedule removed")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    now = time.time()
+    with _redis() as client:
+        rows = schedule_rows(client, now)
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no schedules (add one with `crmsync schedule set TENANT OBJECT --every 15m`)")
+        return 0
+    print(f"{'TENANT':<20} {'OBJECT':<24} {'EVERY':<6} {'NEXT DUE':<38} {'ACTIVE PULL':<33} PAUSED")
+    for r in rows:
+        due = f"{r['next_due'] or '-'} ({_relative(r['next_due_epoch'], now)})"
+        paused = f"yes ({r['pause_reason']})" if r["paused"] else "no"
+        line = f"{r['tenant']:<20} {r['object']:<24} {r['every'] or '-':<6} {due:<38} {r['active_pull'] or '-':<33} "
+        print(line + (f"INVALID: {r['error']}" if r["error"] else paused))
+    return 0
+
+
+def _cmd_scheduler(args: argparse.Namespace) -> int:
+    if not args.tick > 0:
+        raise InvalidInput(f"invalid --tick {args.tick}: a positive number of seconds")
+    configure_logging()
+    scheduler = Scheduler(_client(), instance_id=args.instance_id, tick_s=args.tick, lease_ttl_s=args.lease_ttl)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # run() wakes from its wait, releases the lease and returns
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        scheduler.run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        scheduler.redis.close()
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``schedule`` and ``scheduler`` subcommands."""
+    schedule = commands.add_parser("schedule", help="set, remove and list periodic pulls per tenant and object")
+    sub = schedule.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
+
+    set_ = sub.add_parser("set", help="pull an object for a tenant at an interval (a new schedule is due now)")
+    set_.add_argument("tenant")
+    set_.add_argument("object", help="sObject API name, e.g. Lead")
+    set_.add_argument("--every", required=True, metavar="INTERVAL",
+                      help="e.g. 90s, 15m, 2h, 1d (at least 1m, at most 30d)")
+    set_.set_defaults(handler=_cmd_set)
+
+    remove = sub.add_parser("remove", help="stop pulling an object for a tenant on a schedule")
+    remove.add_argument("tenant")
+    remove.add_argument("object")
+    remove.set_defaults(handler=_cmd_remove)
+
+    list_ = sub.add_parser("list", help="schedules, next due times, active pulls and paused tenants")
+    list_.add_argument("--json", action="store_true")
+    list_.set_defaults(handler=_cmd_list)
+
+    scheduler = commands.add_parser("scheduler", help="queue scheduled pulls (run two for availability)")
+    scheduler.add_argument("--tick", type=float, default=DEFAULT_TICK_S, metavar="SECONDS",
+                           help=f"seconds between passes (default {DEFAULT_TICK_S:g})")
+    scheduler.add_argument("--lease-ttl", type=float, default=DEFAULT_LEASE_TTL_S, metavar="SECONDS",
+                           help="seconds another scheduler waits to take over from one that died "
+                                f"(default {DEFAULT_LEASE_TTL_S:g}; at least twice --tick)")
+    scheduler.add_argument("--instance-id", help="this instance's name in the lease (default host:pid:random)")
+    scheduler.set_defaults(handler=_cmd_scheduler)

@@ -1,0 +1,167 @@
+"""Pull schedules in Redis: which tenant/object is pulled how often, and when each is next due.
+
+``crmsync:schedules`` maps ``TENANT/OBJECT`` to an interval in whole seconds; ``crmsync:schedule:due`` scores
+the same member by the epoch second its next pull is due. Both are written together in one transaction, so
+a scheduler never sees a schedule without its due time (or the reverse) because of a half-finished change.
+The scheduler (``worker.scheduler``) reads them; admins change them live with ``crmsync schedule``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from quota import keys
+from quota.errors import InvalidInput
+from quota.validation import validate_tenant
+from worker.soql import check_name
+
+__all__ = [
+    "MAX_INTERVAL_S",
+    "MIN_INTERVAL_S",
+    "InvalidInterval",
+    "Schedule",
+    "ScheduleStore",
+    "check_stored_interval",
+    "format_interval",
+    "member",
+    "parse_interval",
+    "parse_member",
+]
+
+# Below a minute a schedule mostly spends credits on empty pulls; above 30 days it is better done by hand.
+MIN_INTERVAL_S = 60
+MAX_INTERVAL_S = 30 * 86_400
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_INTERVAL = re.compile(r"([0-9]{1,7})([smhd])")
+
+
+class InvalidInterval(InvalidInput):
+    """A schedule interval that is malformed, too short or too long."""
+
+
+def parse_interval(value: object) -> int:
+    """Return ``value`` (``30s``, ``15m``, ``2h``, ``1d``) in seconds, or raise ``InvalidInterval``."""
+    match = _INTERVAL.fullmatch(value.strip().lower()) if isinstance(value, str) else None
+    if match is None:
+        raise InvalidInterval(f"invalid interval {value!r}: use a whole number and a unit s, m, h or d (e.g. 15m)")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if not MIN_INTERVAL_S <= seconds <= MAX_INTERVAL_S:
+        raise InvalidInterval(
+            f"invalid interval {value!r}: schedules run every {format_interval(MIN_INTERVAL_S)} "
+            f"to {format_interval(MAX_INTERVAL_S)}"
+        )
+    return seconds
+
+
+def format_interval(seconds: int) -> str:
+    """The shortest exact spelling of ``seconds`` in the units ``parse_interval`` reads (``900`` -> ``15m``)."""
+    for unit, size in sorted(_UNITS.items(), key=lambda item: -item[1]):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def member(tenant: str, sobject: str) -> str:
+    """The ``TENANT/OBJECT`` member naming one schedule (both checked first)."""
+    return f"{validate_tenant(tenant)}/{check_name(sobject, 'object')}"
+
+
+def parse_member(raw: str) -> tuple[str, str]:
+    """Split a stored member into ``(tenant, object)``; raise ``InvalidInput`` if either part is invalid."""
+    tenant, sep, sobject = raw.partition("/")
+    if not sep:
+        raise InvalidInput(f"schedule entry {raw!r} is not TENANT/OBJECT")
+    return validate_tenant(tenant), check_name(sobject, "object")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One schedule as stored; ``interval`` is ``None`` and ``error`` says why when the entry is unusable."""
+
+    member: str
+    interval: int | None
+    due: float | None
+    error: str = ""
+
+    @property
+    def tenant(self) -> str:
+        """The tenant part of the member (as stored, even if invalid)."""
+        return self.member.partition("/")[0]
+
+    @property
+    def sobject(self) -> str:
+        """The object part of the member (as stored, even if invalid)."""
+        return self.member.partition("/")[2]
+
+
+def check_stored_interval(raw: object) -> int:
+    """A stored interval as seconds, or ``InvalidInterval`` if someone wrote garbage into the hash."""
+    text = _text(raw) if raw is not None else ""
+    if not text.isdigit() or not MIN_INTERVAL_S <= int(text) <= MAX_INTERVAL_S:
+        raise InvalidInterval(f"stored interval {text!r} is not a whole number of seconds in range")
+    return int(text)
+
+
+class ScheduleStore:
+    """Adds, removes and lists schedules."""
+
+    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time) -> None:
+        self.redis = client
+        self.clock = clock
+
+    def set(self, tenant: str, sobject: str, interval: int) -> Schedule:
+        """Pull ``sobject`` for ``tenant`` every ``interval`` seconds; return the stored schedule.
+
+        A new schedule is due at once. Changing an existing one keeps its due time unless the new interval
+        would bring it sooner (``now + interval``), so shortening takes effect without waiting out the old one.
+        """
+        name = member(tenant, sobject)
+        if isinstance(interval, bool) or not isinstance(interval, int):
+            raise InvalidInterval(f"invalid interval {interval!r}: a whole number of seconds")
+        parse_interval(f"{interval}s")  # the same range check the CLI applies
+        now = self.clock()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.SCHEDULES, name, str(interval))
+        pipe.zadd(keys.SCHEDULE_DUE, {name: now}, nx=True)
+        pipe.zadd(keys.SCHEDULE_DUE, {name: now + interval}, lt=True)
+        pipe.zscore(keys.SCHEDULE_DUE, name)
+        due = pipe.execute()[-1]
+        return Schedule(name, interval, float(due))
+
+    def remove(self, tenant: str, sobject: str) -> bool:
+        """Stop pulling ``sobject`` on a schedule for ``tenant``; return whether there was a schedule."""
+        name = member(tenant, sobject)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(keys.SCHEDULES, name)
+        pipe.zrem(keys.SCHEDULE_DUE, name)
+        removed, _ = pipe.execute()
+        return bool(removed)
+
+    def all(self) -> list[Schedule]:
+        """Every schedule and every due entry, sorted by member; unusable entries carry an ``error``."""
+        intervals = {_text(k): v for k, v in cast(dict[Any, Any], self.redis.hgetall(keys.SCHEDULES)).items()}
+        dues = {_text(m): float(s) for m, s in
+                cast(list[tuple[Any, float]], self.redis.zrange(keys.SCHEDULE_DUE, 0, -1, withscores=True))}
+        result = []
+        for name in sorted(set(intervals) | set(dues)):
+            error = ""
+            interval: int | None = None
+            try:
+                parse_member(name)
+                if name not in intervals:
+                    raise InvalidInput("due entry without a schedule")
+                interval = check_stored_interval(intervals[name])
+            except InvalidInput as exc:
+                error = str(exc)
+            result.append(Schedule(name, interval, dues.get(name), error))
+        return result
