@@ -1,0 +1,114 @@
+"""Real local endpoints for delivery tests: an HTTP server (webhooks) and an SMTP server (aiosmtpd)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from prometheus_client import REGISTRY
+
+
+def metric(kind: str, channel: str, outcome: str) -> float:
+    """Current value of crmsync_notifications_total for one label set (0 if never incremented)."""
+    value = REGISTRY.get_sample_value("crmsync_notifications_total",
+                                      {"kind": kind, "channel": channel, "outcome": outcome})
+    return value or 0.0
+
+
+@dataclass
+class HookServer:
+    """Records each POST; answers with the next queued status (200 once the queue is empty)."""
+
+    url: str = ""
+    statuses: list[int] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.requests) >= count, timeout)
+
+
+@pytest.fixture
+def hook_server() -> Iterator[HookServer]:
+    state = HookServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            status = state.statuses.pop(0) if state.statuses else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            with state.arrived:
+                state.paths.append(self.path)
+                state.requests.append({"status": status, "content_type": self.headers.get("Content-Type"),
+                                       "body": json.loads(body)})
+                state.arrived.notify_all()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class MailServer:
+    host: str
+    port: int
+    messages: list[tuple[Envelope, Message]] = field(default_factory=list)
+    logins: list[tuple[str, str]] = field(default_factory=list)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+    reply: str = "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.reply.startswith("250"):
+            with self.arrived:
+                self.messages.append((envelope, message_from_bytes(envelope.original_content or b"")))
+                self.arrived.notify_all()
+        return self.reply
+
+    def authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                     auth_data: Any) -> AuthResult:
+        assert isinstance(auth_data, LoginPassword)
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        self.logins.append((login, password))
+        return AuthResult(success=password == "smtp-pass-0123456789")
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.messages) >= count, timeout)
+
+
+@pytest.fixture
+def mail_server() -> Iterator[MailServer]:
+    state = MailServer("127.0.0.1", free_port())
+    controller = Controller(state, hostname=state.host, port=state.port, authenticator=state.authenticate,
+                            auth_require_tls=False)
+    controller.start()
+    yield state
+    controller.stop()
