@@ -255,11 +255,12 @@ class Scheduler:
         if not self.claim(entry, new_due):
             report.lost_race.append(entry.member)
             return
-        existing = active_pull(self.redis, tenant, sobject)
-        if existing is not None:
-            report.active[entry.member] = existing
-            return
         try:
+            existing = active_pull(self.redis, tenant, sobject)
+            if existing is not None:
+                # That pull is this slot's: enqueue_pull would return it too, and it is not counted as new.
+                report.active[entry.member] = existing
+                return
             report.enqueued[entry.member] = enqueue_pull(self.redis, tenant, sobject)
         except Exception:
             # Hand the slot back so the next tick retries instead of waiting a whole interval.

@@ -1,0 +1,43 @@
+"""Shared by the scheduler tests: what reached the Dramatiq queue, and a stand-in for workers finishing jobs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import redis
+
+import worker.actors  # noqa: F401 (binds the broker to REDIS_URL before anything is enqueued)
+from quota import keys
+from worker.actors import QUEUE
+from worker.broker import NAMESPACE
+from worker.jobstate import JobStore
+
+QUEUE_KEY = f"{NAMESPACE}:{QUEUE}"
+
+
+def queued_messages(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every message waiting in the crmsync queue, decoded (nothing consumes them in these tests)."""
+    ids = client.lrange(QUEUE_KEY, 0, -1)
+    bodies = client.hvals(f"{QUEUE_KEY}.msgs")
+    assert len(ids) == len(bodies)
+    return [json.loads(b) for b in bodies]
+
+
+def pulls_by_member(client: redis.Redis) -> Counter[str]:
+    """How many pull messages are queued per ``TENANT/OBJECT``."""
+    messages = queued_messages(client)
+    assert all(m["actor_name"] == "crmsync_pull" for m in messages)
+    return Counter(f"{m['kwargs']['tenant']}/{m['kwargs']['sobject']}" for m in messages)
+
+
+def finish_all_jobs(client: redis.Redis) -> int:
+    """Mark every job done, as workers would: its object may then be pulled again. Returns how many."""
+    store = JobStore(client)
+    count = 0
+    for key in client.scan_iter(f"{keys.PREFIX}{{*}}:job:*"):
+        tenant = key.split("{", 1)[1].split("}", 1)[0]
+        store.set_state(tenant, key.rsplit(":", 1)[1], "done")
+        count += 1
+    return count
