@@ -1,0 +1,81 @@
+"""``crmsync metrics``: serve /metrics with the per-tenant gauges and the worker pool's metrics."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import redis
+
+from quota.settings import redis_url
+from worker.metrics.multiprocess import ENV, multiproc_dir
+from worker.metrics.server import DEFAULT_HOST, DEFAULT_PORT, build_registry, serve
+
+__all__ = ["main", "register"]
+
+_REDIS_TIMEOUT_S = 5.0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    client = None
+    if not args.no_tenants:
+        # Timeouts, so a scrape while Redis hangs answers (with crmsync_tenant_scrape_success 0) in bounded time.
+        client = redis.Redis.from_url(redis_url(), socket_connect_timeout=_REDIS_TIMEOUT_S,
+                                      socket_timeout=_REDIS_TIMEOUT_S)
+    directory = args.multiproc_dir or multiproc_dir()
+    if directory is not None:
+        # The worker pool may start after us; its files appear here then (it empties the directory, never
+        # removes it).
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    server = serve(build_registry(client, directory), args.host, args.port)
+    worker_part = f"worker metrics from {directory}" if directory else f"no worker metrics ({ENV} unset)"
+    print(f"serving {server.url} (tenant gauges {'off' if client is None else 'on'}; {worker_part})", flush=True)
+
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        stop.wait()
+    finally:
+        server.close()
+        if client is not None:
+            client.close()
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``metrics`` subcommand."""
+    metrics = commands.add_parser(
+        "metrics", help="serve Prometheus metrics: per-tenant quota gauges and the worker pool's counters")
+    metrics.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    metrics.add_argument("--port", type=int, default=DEFAULT_PORT,
+                         help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
+    metrics.add_argument("--multiproc-dir", type=Path, default=None,
+                         help=f"worker pool's metrics directory (default ${ENV}; unset: no worker metrics)")
+    metrics.add_argument("--no-tenants", action="store_true",
+                         help="leave out the per-tenant gauges (serve them from one instance per cluster)")
+    metrics.set_defaults(handler=_cmd_metrics)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``metrics`` on its own (``python -m worker.metrics.cli``), for before it is registered in ``crmsync``."""
+    parser = argparse.ArgumentParser(prog="crmsync")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["metrics", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
