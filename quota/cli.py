@@ -1,4 +1,4 @@
-"""Admin commands for quota config: ``crmsync quota set|show|history`` and ``crmsync status``."""
+"""Admin commands for quota config: ``crmsync quota set|show|history``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from quota.bucket import AuditEntry, CreditBucket, Status
 from quota.settings import redis_url
 
-__all__ = ["connect_bucket", "print_status", "register", "status_dict"]
+__all__ = ["connect_bucket", "register", "status_dict"]
 
 _CLI_TIMEOUT_S = 5.0
 
@@ -106,29 +106,8 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
-    """Print one row per configured tenant (``crmsync status``)."""
-    statuses = [bucket.status(tenant) for tenant in bucket.tenants()]
-    if as_json:
-        print(json.dumps([status_dict(s) for s in statuses]))
-        return
-    print(f"{'TENANT':<20} {'LIMIT':>12} {'USED':>12} {'REMAINING':>12} {'USED%':>6}  NEXT RESET")
-    for s in statuses:
-        limit = f"{s.limit:,}" if s.limit is not None else s.limit_state.upper()
-        percent = "-" if s.percent_used is None else f"{s.percent_used:.1f}"
-        print(f"{s.tenant:<20} {limit:>12} {s.used:>12,} {s.remaining:>12,} {percent:>6}  "
-              f"{s.resets_at.isoformat()}")
-    if not statuses:
-        print("no tenants configured: set one with `crmsync quota set TENANT LIMIT`")
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    print_status(connect_bucket(), as_json=args.json)
-    return 0
-
-
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``quota`` and ``status`` subcommands."""
+    """Add the ``quota`` subcommand."""
     quota = commands.add_parser("quota", help="show and change tenants' CRM API daily limits")
     sub = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
 
@@ -149,7 +128,3 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     history.add_argument("tenant")
     history.add_argument("--json", action="store_true")
     history.set_defaults(handler=_cmd_history)
-
-    status = commands.add_parser("status", help="one row per tenant")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(handler=_cmd_status)

@@ -23,6 +23,7 @@ key                                    type    what
 ``crmsync:{T}:seq``                    int     enqueue sequence: parked jobs keep their original order by it
 ``crmsync:{T}:pause``                  hash    why the tenant is paused: reason, since, detail
 ``crmsync:{T}:parked``                 zset    parked jobs (JSON), scored by enqueue sequence
+``crmsync:{T}:resuming``               string  lock held while a tenant's parked jobs are re-queued; expires
 ``crmsync:{T}:notified:<KIND>:<W>``    string  a notification of KIND was raised in window W; expires
 ``crmsync:paused``                     set     every paused tenant
 ``crmsync:notifications``              stream  recent notifications, all tenants, bounded
@@ -30,6 +31,7 @@ key                                    type    what
 ``crmsync:schedules``                  hash    "TENANT/OBJECT" -> pull interval in seconds
 ``crmsync:schedule:due``               zset    "TENANT/OBJECT" scored by when its next pull is due
 ``crmsync:scheduler:lease``            string  the scheduler instance allowed to enqueue; expires
+``crmsync:resumer:lease``              string  the worker process that checks paused tenants; expires
 =====================================  ======  ==============================================================
 
 The limit is a value, never part of a key: a change applies to the next take without moving any state.
@@ -43,6 +45,7 @@ __all__ = [
     "NOTIFY_CONFIG",
     "PAUSED",
     "PREFIX",
+    "RESUMER_LEASE",
     "SCHEDULER_LEASE",
     "SCHEDULES",
     "SCHEDULE_DUE",
@@ -59,6 +62,7 @@ __all__ = [
     "pause",
     "pull_checkpoint",
     "push_records",
+    "resuming",
     "sequence",
     "window_prefix",
 ]
@@ -72,6 +76,7 @@ NOTIFY_CONFIG = f"{PREFIX}notify:config"
 SCHEDULES = f"{PREFIX}schedules"
 SCHEDULE_DUE = f"{PREFIX}schedule:due"
 SCHEDULER_LEASE = f"{PREFIX}scheduler:lease"
+RESUMER_LEASE = f"{PREFIX}resumer:lease"
 
 
 def _scope(tenant: str) -> str:
@@ -146,3 +151,8 @@ def parked(tenant: str) -> str:
 def notified(tenant: str, kind: str, window: str) -> str:
     """Marker that a notification of ``kind`` was raised for ``tenant`` in ``window``."""
     return f"{_scope(tenant)}:notified:{kind}:{window}"
+
+
+def resuming(tenant: str) -> str:
+    """Lock held while a tenant's parked jobs are put back in the queue."""
+    return f"{_scope(tenant)}:resuming"

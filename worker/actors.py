@@ -18,11 +18,14 @@ import structlog
 from dramatiq.middleware import CurrentMessage
 
 from quota import keys
+from quota.bucket import Status
 from quota.errors import InvalidInput, QuotaExhausted
 from quota.validation import validate_tenant
 from worker.broker import broker  # noqa: F401 (the broker must exist before actors are declared)
 from worker.connections import Connection
 from worker.errors import AuthFailed, InvalidJob, JobBusy, NotConnected, OrgLimitExceeded
+from worker.metrics.instruments import JOBS
+from worker.pause import ParkedJob, PauseReason
 from worker.pull import run_pull
 from worker.push import run_push
 from worker.runtime import Runtime, get_runtime
@@ -132,37 +135,84 @@ def _object_lock(runtime: Runtime, tenant: str, sobject: str) -> Iterator[Callab
 def _stop(runtime: Runtime, kind: str, tenant: str, job_id: str, error: Exception) -> None:
     runtime.jobs.set_state(tenant, job_id, "stopped", str(error))
     runtime.notifier.notify(kind, tenant, str(error), window=job_id, job_id=job_id)
+    JOBS.labels(kind=kind, outcome="stopped").inc()
 
 
-def _execute(kind: str, tenant: str, sobject: str, job_id: str,
-             body: Callable[[Runtime, TenantSalesforce, Connection, Callable[[], None]], object]) -> None:
+def _exhausted_message(tenant: str, error: QuotaExhausted, status: Status) -> str:
+    when = error.resets_at.isoformat() if error.resets_at else "only once a valid limit is set"
+    return (f"tenant {tenant} used its daily API credits ({status.used:,} of {status.limit or 0:,}); its jobs are "
+            f"paused and resume by themselves when credits return at {when}, or as soon as the limit is raised "
+            f"with `crmsync quota set {tenant} LIMIT`")
+
+
+def _park(runtime: Runtime, job: Job, reason: PauseReason, error: Exception | None) -> None:
+    """Park the job, pause the tenant (if not already) and raise the pause's notification once."""
+    tenant, job_id = job.tenant, job.job_id
+    detail = str(error) if error else "tenant paused"
+    runtime.pauses.park(tenant, ParkedJob(job.actor, job.kwargs), reason, detail)
+    runtime.jobs.set_state(tenant, job_id, "parked", detail)
+    JOBS.labels(kind=job.kind, outcome="parked").inc()
+    if isinstance(error, QuotaExhausted):
+        status = runtime.bucket.status(tenant)
+        window = str(int(error.resets_at.timestamp())) if error.resets_at else "unset"
+        runtime.notifier.notify(
+            "quota_exhausted", tenant, _exhausted_message(tenant, error, status), window=window,
+            used=status.used, limit=status.limit, resets_at=error.resets_at.isoformat() if error.resets_at else None,
+            raise_with=f"crmsync quota set {tenant} LIMIT",
+        )
+    elif error is not None:
+        state = runtime.pauses.get(tenant)
+        kind = "org_limit_exceeded" if reason == "org_limit" else "auth_failed"
+        runtime.notifier.notify(kind, tenant, f"tenant {tenant} paused: {detail}",
+                                window=repr(state.since) if state else job_id, reason=reason)
+    log.info("job_parked", reason=reason)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What ``_execute`` needs of a parsed message."""
+
+    actor: str
+    kind: str
+    tenant: str
+    sobject: str
+    job_id: str
+    kwargs: dict[str, Any]
+
+
+def _execute(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Callable[[], None]], object]) -> None:
     runtime = get_runtime()
     message = CurrentMessage.get_current_message()
     retries = message.options.get("retries", 0) if message else 0
-    structlog.contextvars.bind_contextvars(
-        tenant=tenant, object=sobject, job_id=job_id, kind=kind, message_id=message.message_id if message else None
-    )
+    tenant, job_id = job.tenant, job.job_id
+    structlog.contextvars.bind_contextvars(tenant=tenant, object=job.sobject, job_id=job_id, kind=job.kind,
+                                           message_id=message.message_id if message else None)
     jobs = runtime.jobs
     try:
+        if runtime.pauses.get(tenant) is not None:
+            _park(runtime, job, "quota_exhausted", None)  # the first pause's reason is kept
+            return
         jobs.set_state(tenant, job_id, "running")
-        with _object_lock(runtime, tenant, sobject) as heartbeat:
-            sf, connection = runtime.salesforce(tenant)
+        with _object_lock(runtime, tenant, job.sobject) as heartbeat:
+            sf, connection = runtime.salesforce(tenant, job.sobject)
             try:
                 outcome = body(runtime, sf, connection, heartbeat)
             finally:
                 jobs.progress(tenant, job_id, credits=sf.session.charged - sf.session.refunded)
         jobs.set_state(tenant, job_id, "done")
+        JOBS.labels(kind=job.kind, outcome="done").inc()
         log.info("job_done", outcome=repr(outcome))
     except QuotaExhausted as exc:
-        _stop(runtime, "quota_exhausted", tenant, job_id, exc)
+        _park(runtime, job, "quota_exhausted", exc)
     except OrgLimitExceeded as exc:
-        _stop(runtime, "org_limit_exceeded", tenant, job_id, exc)
+        _park(runtime, job, "org_limit", exc)
     except AuthFailed as exc:
-        _stop(runtime, "auth_failed", tenant, job_id, exc)
+        _park(runtime, job, "auth_failed", exc)
     except NotConnected as exc:
         _stop(runtime, "config_invalid", tenant, job_id, exc)
     except InvalidInput as exc:
         jobs.set_state(tenant, job_id, "failed", str(exc))
+        JOBS.labels(kind=job.kind, outcome="failed").inc()
         runtime.notifier.notify("job_failed", tenant, str(exc), window=job_id, job_id=job_id)
         raise InvalidJob(str(exc)) from exc
     except JobBusy:
@@ -172,8 +222,9 @@ def _execute(kind: str, tenant: str, sobject: str, job_id: str,
         final = retries >= MAX_RETRIES
         jobs.set_state(tenant, job_id, "failed" if final else "retrying", f"{type(exc).__name__}: {exc}")
         if final:
-            runtime.notifier.notify("job_failed", tenant, f"{kind} {sobject} failed: {exc}", window=job_id,
-                                    job_id=job_id)
+            JOBS.labels(kind=job.kind, outcome="failed").inc()
+            runtime.notifier.notify("job_failed", tenant, f"{job.kind} {job.sobject} failed after retries: {exc}",
+                                    window=job_id, job_id=job_id, error=type(exc).__name__)
         raise
     finally:
         structlog.contextvars.clear_contextvars()
@@ -189,9 +240,12 @@ def _retry_when(retries: int, error: Exception) -> bool:
 def pull(*args: Any, **kwargs: Any) -> None:
     """Pull one object for one tenant, from its checkpoint."""
     job = PullJob.parse(args, kwargs)
-    _execute("pull", job.tenant, job.sobject, job.job_id, lambda rt, sf, conn, beat: run_pull(
-        sf, client=rt.redis, sink=rt.sink, jobs=rt.jobs, job_id=job.job_id, heartbeat=beat,
-        connection_id=conn.connection_id, sobject=job.sobject, fields=job.fields))
+    _execute(
+        Job("crmsync_pull", "pull", job.tenant, job.sobject, job.job_id, kwargs),
+        lambda rt, sf, conn, beat: run_pull(
+            sf, client=rt.redis, sink=rt.sink, jobs=rt.jobs, job_id=job.job_id, heartbeat=beat,
+            connection_id=conn.connection_id, sobject=job.sobject, fields=job.fields),
+    )
 
 
 @dramatiq.actor(actor_name="crmsync_push", queue_name=QUEUE, throws=(InvalidJob,), retry_when=_retry_when,
@@ -199,6 +253,9 @@ def pull(*args: Any, **kwargs: Any) -> None:
 def push(*args: Any, **kwargs: Any) -> None:
     """Upsert a push job's stored records, from its saved position."""
     job = PushJob.parse(args, kwargs)
-    _execute("push", job.tenant, job.sobject, job.job_id, lambda rt, sf, conn, beat: run_push(
-        sf, client=rt.redis, jobs=rt.jobs, job_id=job.job_id, sobject=job.sobject, external_id=job.external_id,
-        heartbeat=beat))
+    _execute(
+        Job("crmsync_push", "push", job.tenant, job.sobject, job.job_id, kwargs),
+        lambda rt, sf, conn, beat: run_push(
+            sf, client=rt.redis, jobs=rt.jobs, job_id=job.job_id, sobject=job.sobject, external_id=job.external_id,
+            heartbeat=beat),
+    )

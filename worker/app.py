@@ -8,5 +8,8 @@ configure_logging()
 
 from worker import actors  # noqa: E402  (logging first, so actor modules log through it)
 from worker.broker import broker  # noqa: E402
+from worker.resume import ResumerMiddleware  # noqa: E402
+
+broker.add_middleware(ResumerMiddleware())
 
 __all__ = ["actors", "broker"]

@@ -15,7 +15,10 @@ from worker.jobstate import TERMINAL, JobRecord, JobStore
 from worker.push import check_records, store_records
 from worker.soql import check_name
 
-__all__ = ["active_pull", "enqueue_pull", "enqueue_push", "wait_for"]
+__all__ = ["SETTLED", "active_pull", "enqueue_pull", "enqueue_push", "wait_for"]
+
+# A parked job may wait until the next reset: waiting callers are told about it rather than kept hanging.
+SETTLED = TERMINAL | {"parked"}
 
 
 def active_pull(client: redis.Redis, tenant: str, sobject: str) -> str | None:
@@ -78,15 +81,17 @@ def wait_for(
     job_id: str,
     *,
     timeout: float,
+    until: frozenset[str] = SETTLED,
     poll: float = 0.2,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> JobRecord | None:
-    """Poll the job until it ends or ``timeout`` seconds pass; return its last known record."""
+    """Poll the job until its state is in ``until`` (by default: ended or parked) or ``timeout`` seconds
+    pass; return its last known record."""
     jobs = JobStore(client)
     deadline = clock() + timeout
     while True:
         record = jobs.get(tenant, job_id)
-        if (record is not None and record.state in TERMINAL) or clock() >= deadline:
+        if (record is not None and record.state in until) or clock() >= deadline:
             return record
         sleep(poll)

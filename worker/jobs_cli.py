@@ -19,6 +19,7 @@ from worker.jobstate import JobRecord
 __all__ = ["register"]
 
 _TIMEOUT_S = 5.0
+EXIT_PARKED = 3
 
 
 def _redis() -> redis.Redis:
@@ -56,7 +57,7 @@ def _report(client: redis.Redis, tenant: str, job_id: str, args: argparse.Namesp
         print(json.dumps(record.to_dict()))
     else:
         print(_summary(record))
-    return 0 if record.state == "done" else 1
+    return {"done": 0, "parked": EXIT_PARKED}.get(record.state, 1)
 
 
 def _summary(record: JobRecord) -> str:

@@ -13,7 +13,7 @@ from quota import keys
 
 __all__ = ["TERMINAL", "JobRecord", "JobState", "JobStore"]
 
-JobState = Literal["queued", "running", "retrying", "done", "failed", "stopped"]
+JobState = Literal["queued", "running", "retrying", "parked", "done", "failed", "stopped"]
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "stopped"})
 JOB_TTL_S = 7 * 86_400
 MAX_ERRORS_KEPT = 1_000
@@ -66,8 +66,18 @@ class JobStore:
         self._write(tenant, job_id, {"kind": kind, "object": sobject, "state": "queued", "credits": 0, "records": 0})
 
     def set_state(self, tenant: str, job_id: str, state: JobState, error: str = "") -> None:
-        """Move a job to ``state`` (with the error that caused it, if any)."""
+        """Move a job to ``state`` (with the error that caused it, if any).
+
+        A pull that ends stops being the tenant's active pull of its object, so the next one may be queued.
+        """
         self._write(tenant, job_id, {"state": state, "error": error})
+        if state in TERMINAL:
+            sobject = self.redis.hget(keys.job(tenant, job_id), "object")
+            if sobject is not None:
+                name = sobject.decode() if isinstance(sobject, bytes) else str(sobject)
+                active = self.redis.hget(keys.active_pulls(tenant), name)
+                if active is not None and (active.decode() if isinstance(active, bytes) else active) == job_id:
+                    self.redis.hdel(keys.active_pulls(tenant), name)
 
     def progress(self, tenant: str, job_id: str, *, credits: int = 0, records: int = 0, failed: int = 0) -> None:
         """Add what a step of the job spent and delivered."""

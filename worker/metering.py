@@ -20,8 +20,9 @@ import requests
 import urllib3.exceptions
 
 from quota import keys
-from quota.bucket import CreditBucket
+from quota.bucket import CreditBucket, Grant
 from quota.errors import QuotaExhausted
+from worker.errors import OrgLimitExceeded
 
 __all__ = [
     "MeteredSession",
@@ -92,6 +93,7 @@ class RequestEvent:
     ``not_sent`` (refunded)."""
 
     tenant: str
+    sobject: str
     method: str
     url: str
     outcome: str
@@ -113,16 +115,24 @@ class MeteredSession(requests.Session):
         tenant: str,
         bucket: CreditBucket,
         *,
+        sobject: str = "",
         observers: tuple[MeteringObserver, ...] = (),
+        org_pause_share: float | None = None,
+        on_grant: Callable[[str, Grant], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.tenant = tenant
         self.bucket = bucket
+        self.sobject = sobject
         self.observers = observers
+        self.org_pause_share = org_pause_share
+        self.on_grant = on_grant
         self.clock = clock
         self.charged = 0
         self.refunded = 0
+        self._org_usage: OrgUsage | None = None
+        self._org_usage_read = False
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -137,11 +147,14 @@ class MeteredSession(requests.Session):
         url = request.url or ""
         if not is_metered(url):
             return super().send(request, **kwargs)
+        self._guard_org()
         grant = self.bucket.take(self.tenant, 1)
         if not grant.granted:
             raise QuotaExhausted(self.tenant, remaining=grant.remaining, limit=grant.limit,
                                  resets_at=grant.resets_at if grant.limit else None)
         self.charged += 1
+        if self.on_grant is not None:
+            self.on_grant(self.tenant, grant)
         started = time.perf_counter()
         try:
             response = super().send(request, **kwargs)
@@ -154,15 +167,29 @@ class MeteredSession(requests.Session):
         self._notify(request, str(response.status_code), started, charged=True)
         return response
 
+    def _guard_org(self) -> None:
+        # Leave the customer's other integrations room: stop before the org's own limit, not at it.
+        if self.org_pause_share is None:
+            return
+        if not self._org_usage_read:
+            self._org_usage = OrgUsage.read(self.bucket.redis, self.tenant)
+            self._org_usage_read = True
+        usage = self._org_usage
+        if usage is not None and usage.max and usage.share >= self.org_pause_share:
+            raise OrgLimitExceeded(
+                self.tenant, f"its usage {usage.used:,}/{usage.max:,} reached {self.org_pause_share:.0%} of the "
+                "org's daily limit (set by CRMSYNC_ORG_PAUSE_SHARE)",
+            )
+
     def _record_usage(self, response: requests.Response) -> None:
         usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
         if usage is not None:
-            self.bucket.redis.hset(
-                keys.org_usage(self.tenant), mapping={"used": usage[0], "max": usage[1], "at": self.clock()}
-            )
+            now = self.clock()
+            self._org_usage, self._org_usage_read = OrgUsage(usage[0], usage[1], now), True
+            self.bucket.redis.hset(keys.org_usage(self.tenant), mapping={"used": usage[0], "max": usage[1], "at": now})
 
     def _notify(self, request: requests.PreparedRequest, outcome: str, started: float, *, charged: bool) -> None:
-        event = RequestEvent(self.tenant, request.method or "", request.url or "", outcome,
+        event = RequestEvent(self.tenant, self.sobject, request.method or "", request.url or "", outcome,
                              time.perf_counter() - started, charged)
         for observer in self.observers:
             observer.after_request(event)

@@ -10,8 +10,8 @@ import argparse
 import os
 
 from quota.bucket import CreditBucket
-from quota.cli import print_status
 from quota.embedded_redis import redis_url_or_embedded
+from worker.status_cli import print_status
 
 __all__ = ["register"]
 

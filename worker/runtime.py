@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -16,18 +15,14 @@ from worker.jobstate import JobStore
 from worker.metering import MeteredSession, MeteringObserver
 from worker.notify import LogNotifier, Notifier
 from worker.oauth import TokenClient
+from worker.pause import PauseStore
+from worker.quota_alerts import QuotaAlerts
 from worker.retry import RetryPolicy
 from worker.salesforce import CachedTokens, TenantSalesforce
+from worker.settings import WorkerSettings
 from worker.sink import JsonlSink, Sink
 
-__all__ = ["DEFAULT_DATA_DIR", "Runtime", "data_dir", "get_runtime"]
-
-DEFAULT_DATA_DIR = "var/data"
-
-
-def data_dir() -> Path:
-    """``CRMSYNC_DATA_DIR``: where the default sink writes pulled records."""
-    return Path(os.environ.get("CRMSYNC_DATA_DIR") or DEFAULT_DATA_DIR)
+__all__ = ["Runtime", "get_runtime"]
 
 
 @dataclass
@@ -39,6 +34,7 @@ class Runtime:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     notifier: Notifier = field(default_factory=LogNotifier)
     observers: tuple[MeteringObserver, ...] = ()
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
     _tokens: dict[tuple[str, str], CachedTokens] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,20 +48,45 @@ class Runtime:
         """Tenants' Salesforce connections."""
         return ConnectionStore(self.redis)
 
+    def __post_init__(self) -> None:
+        self.quota_alerts = QuotaAlerts(self.notifier, self.settings.quota_warning_shares)
+        self.org_pause_share = self.settings.org_pause_share
+
+    @property
+    def pauses(self) -> PauseStore:
+        """Paused tenants and parked jobs."""
+        return PauseStore(self.redis)
+
     @property
     def jobs(self) -> JobStore:
         """Job states and outcomes."""
         return JobStore(self.redis)
 
-    def salesforce(self, tenant: str) -> tuple[TenantSalesforce, Connection]:
-        """A metered Salesforce client for ``tenant`` with a fresh session (so a job's charges are its own)."""
+    def probe_org(self, tenant: str) -> float | None:
+        """A metered ``/limits`` call: the org's API usage as a share of its daily max (None if unknown).
+
+        It bypasses the org guard (that is the point of probing) but still pays its credit.
+        """
+        sf, _ = self.salesforce(tenant, "limits")
+        sf.session.org_pause_share = None
+        limits: Any = sf.call(lambda s: s.restful("limits/"), what="limits")
+        daily = limits.get("DailyApiRequests", {}) if isinstance(limits, dict) else {}
+        maximum, remaining = daily.get("Max"), daily.get("Remaining")
+        if not isinstance(maximum, int) or not isinstance(remaining, int) or maximum <= 0:
+            return None
+        return (maximum - remaining) / maximum
+
+    def salesforce(self, tenant: str, sobject: str = "") -> tuple[TenantSalesforce, Connection]:
+        """A metered Salesforce client for ``tenant`` with a fresh session (so a job's charges are its own);
+        ``sobject`` labels its requests in metrics."""
         connection = self.connections.get(tenant)
         with self._lock:
             key = (tenant, connection.connection_id)
             tokens = self._tokens.get(key)
             if tokens is None:
                 tokens = self._tokens[key] = CachedTokens(TokenClient(connection))
-        session = MeteredSession(tenant, self.bucket, observers=self.observers)
+        session = MeteredSession(tenant, self.bucket, sobject=sobject, observers=self.observers,
+                                 org_pause_share=self.org_pause_share, on_grant=self.quota_alerts.after_take)
         session.verify = connection.ca_bundle or True
         return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection
 
@@ -79,7 +100,9 @@ def get_runtime() -> Runtime:
     global _runtime  # noqa: PLW0603 (one per process, shared by the worker threads)
     with _runtime_lock:
         if _runtime is None:
+            settings = WorkerSettings.from_env()
             _runtime = Runtime(
-                redis=redis.Redis.from_url(redis_url()), sink=JsonlSink(data_dir()), policy=RetryPolicy.from_env()
+                redis=redis.Redis.from_url(redis_url()), sink=JsonlSink(settings.data_dir),
+                policy=RetryPolicy.from_env(), settings=settings,
             )
         return _runtime

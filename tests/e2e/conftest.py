@@ -22,7 +22,7 @@ from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
 from worker.connections import ConnectionStore
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
-from worker.jobstate import JobRecord
+from worker.jobstate import TERMINAL, JobRecord
 
 _names = itertools.count(1)
 
@@ -95,6 +95,11 @@ class Tenant:
 
     def _wait(self, job_id: str, timeout: float) -> JobRecord:
         record = wait_for(self.client, self.name, job_id, timeout=timeout)
+        assert record is not None
+        return record
+
+    def wait_done(self, job_id: str, timeout: float = 120) -> JobRecord:
+        record = wait_for(self.client, self.name, job_id, timeout=timeout, until=TERMINAL)
         assert record is not None
         return record
 

@@ -81,15 +81,17 @@ def test_token_refused_after_refresh_raises_auth_failed(emulator: EmulatorServer
     assert sf.session.charged == 2  # the first attempt and the one retry with a fresh token; nothing after
 
 
-def test_org_daily_limit_is_not_retried_and_stops_the_job(workers: Workers, make_tenant) -> None:
+def test_org_daily_limit_is_not_retried_and_parks_the_job(workers: Workers, make_tenant) -> None:
     tenant: Tenant = make_tenant(records=5)
     usage = tenant.emulator.control.usage(tenant.org.name)
     tenant.emulator.control.set_usage(tenant.org.name, usage["max"])
     job = tenant.pull()
-    assert job.state == "stopped"
+    assert job.state == "parked"
     assert "daily API request limit" in job.error
     assert job.credits == 1
-    assert tenant.counted_requests() == 1  # failed requests count at Salesforce too
+    queries = [e for e in tenant.emulator.control.request_log(tenant.org.name) if "/query" in e["path"]]
+    assert [e["status"] for e in queries] == [403]  # not retried
+    assert tenant.counted_requests() == tenant.used_credits() == 1  # failed requests count at Salesforce too
 
 
 def test_org_limit_error_from_the_client_is_org_limit_exceeded(emulator: EmulatorServer, make_tenant) -> None:

@@ -82,7 +82,7 @@ def test_quota_exhausted_stops_the_job_before_any_request(workers: Workers, make
     tenant = make_tenant(records=10)
     tenant.bucket.take(tenant.name, 100_000)
     job = tenant.pull()
-    assert job.state == "stopped"
+    assert job.state == "parked"
     assert "no API credits left" in job.error
     assert (job.credits, job.records) == (0, 0)
     assert tenant.counted_requests() == 0
@@ -92,10 +92,10 @@ def test_pull_stopped_halfway_resumes_from_its_checkpoint(workers: Workers, make
     tenant = make_tenant(records=5_000)
     tenant.bucket.take(tenant.name, 100_000 - 2)  # credits for two of the three pages
     first = tenant.pull()
-    assert (first.state, first.records, first.credits) == ("stopped", 4_000, 2)
-    tenant.bucket.set_limit(tenant.name, 100_001, actor="e2e")
-    second = tenant.pull()
-    assert (second.state, second.records, second.credits) == ("done", 1_000, 1)
+    assert (first.state, first.records, first.credits) == ("parked", 4_000, 2)
+    tenant.bucket.set_limit(tenant.name, 100_001, actor="e2e")  # the parked job resumes by itself
+    second = tenant.wait_done(first.job_id)
+    assert (second.state, second.records, second.credits) == ("done", 5_000, 3)
     records = delivered(workers, tenant)
     assert len(records) == 5_000
     assert len({r["Id"] for r in records}) == 5_000

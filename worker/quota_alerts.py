@@ -1,0 +1,43 @@
+"""quota_warning notifications when a tenant's used credits cross set shares of its daily limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from quota.bucket import Grant
+from worker.notify import Notifier
+
+__all__ = ["QuotaAlerts"]
+
+
+@dataclass
+class QuotaAlerts:
+    """Checks each granted take against the warning shares; each share warns once per tenant and window.
+
+    The notifier deduplicates across processes; the memory here only spares it a Redis round trip on every
+    take once a share has been crossed.
+    """
+
+    notifier: Notifier
+    shares: tuple[float, ...] = (0.8, 0.95)
+    _warned: dict[str, tuple[int, set[float]]] = field(default_factory=dict)
+
+    def after_take(self, tenant: str, grant: Grant) -> None:
+        """Raise quota_warning for every share the tenant has newly reached in this window."""
+        if not grant.granted or not grant.limit:
+            return
+        used = grant.limit - grant.remaining
+        window, warned = self._warned.get(tenant, (grant.window_end, set()))
+        if window != grant.window_end:
+            warned = set()
+        for share in self.shares:
+            if used >= share * grant.limit and share not in warned:
+                warned.add(share)
+                self.notifier.notify(
+                    "quota_warning", tenant,
+                    f"tenant {tenant} has used {used:,} of its {grant.limit:,} daily API credits "
+                    f"({100 * used / grant.limit:.0f}%); credits return at {grant.resets_at.isoformat()}",
+                    window=f"{grant.window_end}:{share}", used=used, limit=grant.limit, share=share,
+                    resets_at=grant.resets_at.isoformat(),
+                )
+        self._warned[tenant] = (grant.window_end, warned)

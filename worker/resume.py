@@ -1,0 +1,179 @@
+"""Resuming paused tenants: parked jobs go back into the queue, in their original order, spaced out.
+
+One worker process at a time (by a Redis lease) checks the paused tenants several times a second:
+- ``quota_exhausted`` resumes as soon as the bucket has credits again: at the reset, or right after an admin
+  raises the limit;
+- ``org_limit`` resumes once Salesforce reports the org's usage below the resume share; while paused the org
+  is probed with a metered ``/limits`` call at a bounded rate;
+- ``auth_failed`` waits for ``crmsync resume TENANT`` (after fixing the connection).
+Parked jobs are sent back one by one and removed only once sent, so a crash re-sends a job rather than
+losing it (jobs are idempotent). Each gets a growing delay, so a resumed tenant does not hit Salesforce
+with all its jobs at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dramatiq
+import redis
+import structlog
+
+from quota import keys
+from quota.bucket import CreditBucket
+from worker.notify import Notifier
+from worker.pause import ParkedJob, PauseState, PauseStore
+
+__all__ = ["Resumer", "ResumerMiddleware", "ResumerSettings", "make_resumer", "send_parked"]
+
+log = structlog.get_logger("crmsync.resume")
+
+# Sends a parked job back to its actor after ``delay_ms``.
+Send = Callable[[ParkedJob, int], None]
+# A metered probe of the tenant's org: its API usage as a share of its daily max, or None if unknown.
+Probe = Callable[[str], float | None]
+
+
+@dataclass(frozen=True)
+class ResumerSettings:
+    """How the resumer paces itself."""
+
+    tick_seconds: float = 0.2
+    spacing_ms: int = 100
+    probe_interval_seconds: float = 300.0
+    org_resume_share: float = 0.75
+
+
+@dataclass
+class Resumer:
+    """Checks paused tenants and resumes those that may go on."""
+
+    client: redis.Redis
+    bucket: CreditBucket
+    pauses: PauseStore
+    send: Send
+    notifier: Notifier
+    probe: Probe | None = None
+    settings: ResumerSettings = field(default_factory=ResumerSettings)
+    clock: Callable[[], float] = time.time
+    _last_probe: dict[str, float] = field(default_factory=dict)
+
+    def tick(self) -> list[str]:
+        """One pass over the paused tenants; returns those resumed."""
+        resumed = []
+        for tenant in self.pauses.paused_tenants():
+            try:
+                state = self.pauses.get(tenant)
+                if state is None:
+                    self._drain(tenant)  # unpaused, with stragglers parked after the resume
+                    self.pauses.forget_if_idle(tenant)
+                elif self._may_resume(tenant, state):
+                    self.resume(tenant, by="auto")
+                    resumed.append(tenant)
+            except Exception:  # one tenant's trouble must not stop the others from resuming
+                log.exception("resume_check_failed", tenant=tenant)
+        return resumed
+
+    def _may_resume(self, tenant: str, state: PauseState) -> bool:
+        if state.reason == "quota_exhausted":
+            return self.bucket.status(tenant).remaining > 0
+        if state.reason == "org_limit" and self.probe is not None:
+            now = self.clock()
+            # The first probe comes one interval after the pause began: the org was just found at its limit.
+            if now - self._last_probe.get(tenant, state.since) < self.settings.probe_interval_seconds:
+                return False
+            self._last_probe[tenant] = now
+            if self.bucket.status(tenant).remaining <= 0:
+                return False
+            share = self.probe(tenant)
+            log.info("org_probed", tenant=tenant, share=share)
+            return share is not None and share < self.settings.org_resume_share
+        return False
+
+    def resume(self, tenant: str, *, by: str) -> int:
+        """End the tenant's pause and send its parked jobs back; returns how many were sent."""
+        lock = self.client.lock(keys.resuming(tenant), timeout=60, blocking_timeout=10)
+        if not lock.acquire():
+            return 0
+        try:
+            state = self.pauses.unpause(tenant)
+            sent = self._drain(tenant)
+        finally:
+            lock.release()
+        self.pauses.forget_if_idle(tenant)
+        log.info("tenant_resumed", tenant=tenant, by=by, jobs=sent, reason=state.reason if state else None)
+        if state is not None and state.reason == "quota_exhausted":
+            status = self.bucket.status(tenant)
+            self.notifier.notify(
+                "quota_restored", tenant,
+                f"tenant {tenant}: API credits are available again ({status.remaining:,} of {status.limit or 0:,}); "
+                f"{sent} parked jobs resumed",
+                window=repr(state.since), remaining=status.remaining, limit=status.limit, resumed_jobs=sent,
+            )
+        return sent
+
+    def _drain(self, tenant: str) -> int:
+        sent = 0
+        while (first := self.pauses.first_parked(tenant)) is not None:
+            stored, job = first
+            self.send(job, sent * self.settings.spacing_ms)
+            self.pauses.remove_parked(tenant, stored)
+            sent += 1
+        return sent
+
+    def run(self, stop: threading.Event, sleep: Callable[[float], object] | None = None) -> None:
+        """Tick until ``stop`` is set, while this process holds the resumer lease."""
+        wait = sleep or stop.wait
+        lease = self.client.lock(keys.RESUMER_LEASE, timeout=max(5.0, self.settings.tick_seconds * 10),
+                                 blocking=False)
+        while not stop.is_set():
+            try:
+                held = lease.extend(lease.timeout, replace_ttl=True) if lease.owned() else lease.acquire()
+                if held:
+                    self.tick()
+            except redis.RedisError as exc:
+                log.warning("resumer_redis_error", error=str(exc))
+            wait(self.settings.tick_seconds)
+        if lease.owned():
+            lease.release()
+
+
+def send_parked(job: ParkedJob, delay_ms: int) -> None:
+    """Send a parked job back to its actor on the Dramatiq broker."""
+    from worker.broker import broker  # noqa: PLC0415 (binds Dramatiq to REDIS_URL only when used)
+
+    broker.get_actor(job.actor).send_with_options(kwargs=job.kwargs, delay=delay_ms or None)
+
+
+def make_resumer() -> Resumer:
+    """The resumer of this worker process, on its runtime."""
+    from worker.runtime import get_runtime  # noqa: PLC0415 (the runtime imports this module's users)
+
+    runtime = get_runtime()
+    settings = ResumerSettings(probe_interval_seconds=runtime.settings.org_probe_seconds,
+                               org_resume_share=runtime.settings.org_resume_share)
+    return Resumer(runtime.redis, runtime.bucket, runtime.pauses, send_parked, runtime.notifier,
+                   probe=runtime.probe_org, settings=settings)
+
+
+class ResumerMiddleware(dramatiq.Middleware):
+    """Runs the resumer in a thread of every worker process; the lease lets one of them work at a time."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Start the resumer thread."""
+        resumer = make_resumer()
+        self._thread = threading.Thread(target=resumer.run, args=(self._stop,), name="crmsync-resumer", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Stop the resumer thread, releasing its lease."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

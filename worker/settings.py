@@ -1,0 +1,55 @@
+"""Worker settings from the environment, each with a default that suits production."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["WorkerSettings"]
+
+
+def _share(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a share between 0 and 1, such as 0.9") from None
+    if not 0 < value <= 1:
+        raise ValueError(f"{name}={raw!r}: expected a share between 0 and 1, such as 0.9")
+    return value
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """``CRMSYNC_DATA_DIR``: where the default sink writes pulled records (default ``var/data``).
+    ``CRMSYNC_QUOTA_WARNING_SHARES``: shares of the daily limit that raise quota_warning (default 0.8,0.95).
+    ``CRMSYNC_ORG_PAUSE_SHARE`` / ``CRMSYNC_ORG_RESUME_SHARE``: a tenant pauses when its org's own usage (as
+    Salesforce reports it) reaches the first share of the org's max, and resumes below the second
+    (defaults 0.9 and 0.75). ``CRMSYNC_ORG_PROBE_SECONDS``: how often a paused org is probed (default 300).
+    """
+
+    data_dir: Path = Path("var/data")
+    quota_warning_shares: tuple[float, ...] = (0.8, 0.95)
+    org_pause_share: float = 0.9
+    org_resume_share: float = 0.75
+    org_probe_seconds: float = 300.0
+
+    @classmethod
+    def from_env(cls) -> WorkerSettings:
+        """Read the settings, refusing malformed values with a message naming the variable."""
+        shares_raw = os.environ.get("CRMSYNC_QUOTA_WARNING_SHARES")
+        try:
+            shares = tuple(sorted(float(s) for s in shares_raw.split(","))) if shares_raw else cls.quota_warning_shares
+        except ValueError:
+            raise ValueError(f"CRMSYNC_QUOTA_WARNING_SHARES={shares_raw!r}: expected shares such as 0.8,0.95") from None
+        pause = _share("CRMSYNC_ORG_PAUSE_SHARE", cls.org_pause_share)
+        resume = _share("CRMSYNC_ORG_RESUME_SHARE", cls.org_resume_share)
+        if resume >= pause:
+            raise ValueError("CRMSYNC_ORG_RESUME_SHARE must be below CRMSYNC_ORG_PAUSE_SHARE")
+        probe_raw = os.environ.get("CRMSYNC_ORG_PROBE_SECONDS")
+        try:
+            probe = float(probe_raw) if probe_raw else cls.org_probe_seconds
+        except ValueError:
+            raise ValueError(f"CRMSYNC_ORG_PROBE_SECONDS={probe_raw!r}: expected seconds") from None
+        return cls(Path(os.environ.get("CRMSYNC_DATA_DIR") or cls.data_dir), shares, pause, resume, probe)
