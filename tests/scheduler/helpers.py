@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -12,15 +12,15 @@ import worker.actors  # noqa: F401 (binds the broker to REDIS_URL before anythin
 from quota import keys
 from worker.actors import QUEUE
 from worker.broker import NAMESPACE
-from worker.jobstate import JobStore
+from worker.jobstate import TERMINAL, JobStore
 
 QUEUE_KEY = f"{NAMESPACE}:{QUEUE}"
 
 
 def queued_messages(client: redis.Redis) -> list[dict[str, Any]]:
     """Every message waiting in the crmsync queue, decoded (nothing consumes them in these tests)."""
-    ids = client.lrange(QUEUE_KEY, 0, -1)
-    bodies = client.hvals(f"{QUEUE_KEY}.msgs")
+    ids = cast(list[Any], client.lrange(QUEUE_KEY, 0, -1))
+    bodies = cast(list[Any], client.hvals(f"{QUEUE_KEY}.msgs"))
     assert len(ids) == len(bodies)
     return [json.loads(b) for b in bodies]
 
@@ -33,11 +33,14 @@ def pulls_by_member(client: redis.Redis) -> Counter[str]:
 
 
 def finish_all_jobs(client: redis.Redis) -> int:
-    """Mark every job done, as workers would: its object may then be pulled again. Returns how many."""
+    """Mark every active pull done, as workers would: its object may then be pulled again. Returns how many."""
     store = JobStore(client)
     count = 0
-    for key in client.scan_iter(f"{keys.PREFIX}{{*}}:job:*"):
+    for key in client.scan_iter(f"{keys.PREFIX}{{*}}:active"):
         tenant = key.split("{", 1)[1].split("}", 1)[0]
-        store.set_state(tenant, key.rsplit(":", 1)[1], "done")
-        count += 1
+        for job_id in client.hvals(key):
+            record = store.get(tenant, job_id)
+            if record is not None and record.state not in TERMINAL:
+                store.set_state(tenant, job_id, "done")
+                count += 1
     return count

@@ -81,7 +81,7 @@ def test_set_again_keeps_the_due_time_unless_the_new_interval_brings_it_sooner(
     ["acme", "Lead", "--every=-5m"],
     ["acme", "Lead", "--every", "1h30m"],
     ["acme", "Lead", "--every", ""],
-    ["acme", "Lead", "--every", "１５m"],    # non-ASCII digits
+    ["acme", "Lead", "--every", "\uff11\uff15m"],  # non-ASCII (fullwidth) digits
     ["Acme Corp", "Lead", "--every", "15m"],  # tenant outside the allowed characters
     ["a{b}", "Lead", "--every", "15m"],
     ["acme", "Lead; DELETE", "--every", "15m"],  # not a Salesforce API name
@@ -159,12 +159,14 @@ def test_list_shows_interval_due_active_pull_and_pause(
     assert rows["acme/Contact"]["active_pull"] is None
     account = rows["globex/Account"]
     assert (account["every"], account["paused"], account["pause_reason"]) == ("1d", True, "quota_exhausted")
-    assert rows["junk/"]["error"] and rows["junk/"]["interval_s"] is None
+    assert rows["junk/"]["error"]
+    assert rows["junk/"]["interval_s"] is None
 
     code, out, _ = run(["schedule", "list"], capsys)
     assert code == 0
     lines = {line.split()[0] + "/" + line.split()[1]: line for line in out.splitlines()[1:] if "junk" not in line}
-    assert job_id in lines["acme/Lead"] and lines["acme/Lead"].endswith(" no")
+    assert job_id in lines["acme/Lead"]
+    assert lines["acme/Lead"].endswith(" no")
     assert " 2h " in lines["acme/Contact"]
     assert lines["globex/Account"].endswith("yes (quota_exhausted)")
     assert "INVALID" in next(line for line in out.splitlines() if line.startswith("junk"))

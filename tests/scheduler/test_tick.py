@@ -13,7 +13,7 @@ from quota.errors import InvalidInput
 from tests.conftest import T0, FakeClock
 from tests.scheduler.helpers import finish_all_jobs, pulls_by_member, queued_messages
 from worker.enqueue import active_pull
-from worker.jobstate import JobStore
+from worker.jobstate import JobState, JobStore
 from worker.pause import PauseStore
 from worker.scheduler import Scheduler, next_due
 from worker.schedules import ScheduleStore
@@ -54,26 +54,28 @@ def test_nothing_is_queued_before_the_due_time(redis_client: redis.Redis, clock:
     finish_all_jobs(redis_client)
     clock.advance(899)
     report = sched.tick()
-    assert report.leader and report.claimed == []
+    assert report.leader
+    assert report.claimed == []
     assert sum(pulls_by_member(redis_client).values()) == 1
     clock.advance(1)
     assert list(sched.tick().enqueued) == ["acme/Lead"]
     assert pulls_by_member(redis_client) == {"acme/Lead": 2}
-    assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == T0 + 1800
+    assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == T0 + 2400
 
 
 def test_an_active_pull_is_not_queued_again(redis_client: redis.Redis, clock: FakeClock) -> None:
     ScheduleStore(redis_client, clock).set("acme", "Lead", 60)
     sched = scheduler(redis_client, clock)
     first = sched.tick().enqueued["acme/Lead"]
-    for state in ("queued", "running"):
-        JobStore(redis_client).set_state("acme", first, state)  # type: ignore[arg-type]
+    states: tuple[JobState, ...] = ("queued", "running", "parked")
+    for state in states:
+        JobStore(redis_client).set_state("acme", first, state)
         clock.advance(60)
         report = sched.tick()
         assert report.enqueued == {}
         assert report.active == {"acme/Lead": first}  # the slot is served by the pull under way
     assert pulls_by_member(redis_client) == {"acme/Lead": 1}
-    assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == T0 + 180
+    assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == T0 + 240
 
     JobStore(redis_client).set_state("acme", first, "done")
     clock.advance(60)
@@ -153,7 +155,9 @@ def test_a_failed_enqueue_hands_the_slot_back(redis_client: redis.Redis, clock: 
     store.set("acme", "Lead", 60)
     store.set("globex", "Lead", 60)
     redis_client.hset(keys.sequence("acme"), "x", "1")  # wrong type: enqueue_pull's INCR fails for acme
-    report = scheduler(redis_client, clock).tick()
+    with capture_logs() as logs:
+        report = scheduler(redis_client, clock).tick()
+    assert [e["member"] for e in logs if e["event"] == "scheduler.enqueue_failed"] == ["acme/Lead"]
     assert report.failed == ["acme/Lead"]
     assert list(report.enqueued) == ["globex/Lead"]  # one tenant's failure does not stop the pass
     assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == T0  # still due: retried next tick
@@ -194,8 +198,10 @@ def test_run_survives_failing_ticks(redis_client: redis.Redis, clock: FakeClock)
         if calls == 4:
             stop.set()
 
-    scheduler(redis_client, clock, sleep=sleep, tick_s=1, lease_ttl_s=10).run(stop)
+    with capture_logs() as logs:
+        scheduler(redis_client, clock, sleep=sleep, tick_s=1, lease_ttl_s=10).run(stop)
     assert calls == 4
+    assert [e["event"] for e in logs].count("scheduler.tick_failed") == 3
     assert pulls_by_member(redis_client) == {"acme/Lead": 1}
 
 
