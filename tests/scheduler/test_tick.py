@@ -60,7 +60,7 @@ def test_nothing_is_queued_before_the_due_time(redis_client: redis.Redis, clock:
     clock.advance(1)
     assert list(sched.tick().enqueued) == ["acme/Lead"]
     assert pulls_by_member(redis_client) == {"acme/Lead": 2}
-    assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == T0 + 2400
+    assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == T0 + 1800
 
 
 def test_an_active_pull_is_not_queued_again(redis_client: redis.Redis, clock: FakeClock) -> None:
