@@ -12,11 +12,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+
+from worker.metering import RequestEvent
+from worker.metrics.middleware import install_worker_metrics
+from worker.metrics.observers import MetricsObserver
+
 
 def request_event(**fields: Any) -> Any:
     """A ``RequestEvent``, with or without its ``sobject`` field (the field is new; either works)."""
-    from worker.metering import RequestEvent
-
     if "sobject" not in RequestEvent.__dataclass_fields__:
         fields.pop("sobject", None)
     else:
@@ -25,8 +30,6 @@ def request_event(**fields: Any) -> Any:
 
 
 def observe_requests(count: int) -> None:
-    from worker.metrics.observers import MetricsObserver
-
     observer = MetricsObserver()
     url = "https://x.my.salesforce.com/services/data/v59.0/sobjects/Lead/00Q000000000001"
     ok = request_event(tenant="acme", method="get", url=url, outcome="200", seconds=0.2, charged=True)
@@ -37,11 +40,6 @@ def observe_requests(count: int) -> None:
 
 
 def run_dramatiq(count: int) -> None:
-    import dramatiq
-    from dramatiq.brokers.stub import StubBroker
-
-    from worker.metrics.middleware import install_worker_metrics
-
     broker = StubBroker()
     if not install_worker_metrics(broker):
         raise SystemExit("worker metrics did not install")

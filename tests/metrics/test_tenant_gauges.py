@@ -102,7 +102,7 @@ def test_garbage_in_redis_never_breaks_a_scrape(redis_client: redis.Redis, redis
     redis_client.sadd(keys.TENANTS, "Not A Tenant", "x" * 200, "wrongtypes", "oddvalues", "../evil")
     raw = redis.Redis.from_url(redis_url)
     raw.sadd(keys.TENANTS, b"\xff\xfe")  # not UTF-8
-    raw.hset(keys.pause("oddvalues"), "detail", b"\xc3\x28")
+    raw.execute_command("HSET", keys.pause("oddvalues"), "detail", b"\xc3\x28")
     raw.close()
     redis_client.set(keys.config("wrongtypes"), "not a hash")  # the metering script fails on it
     redis_client.rpush(keys.pause("wrongtypes"), "not a hash")

@@ -42,6 +42,8 @@ EXACT_STATUSES = frozenset({200, 201, 204, 300, 304, 400, 401, 403, 404, 405, 40
 STANDARD_OBJECTS = ("Account", "Asset", "Campaign", "CampaignMember", "Case", "Contact", "Contract", "Event",
                     "Lead", "Opportunity", "OpportunityLineItem", "Order", "OrderItem", "Pricebook2",
                     "PricebookEntry", "Product2", "Quote", "Task", "User")
+#: Names a session may carry that are no sObject (``Runtime.probe_org`` labels its ``/limits`` call so).
+_NOT_OBJECTS = frozenset({"", "limits", "versions"})
 _MAX_OBJECTS = 200  # configured objects beyond this are ignored: a label must stay bounded
 _API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
 _REST_PATH = re.compile(r"^/services/data/v\d+\.\d+/(.*)$")
@@ -111,7 +113,7 @@ class MetricsObserver:
 
     def object_label(self, name: str | None) -> str:
         """The object label: an allowed name in its canonical case, ``other``, or ``none`` when there is none."""
-        if not name:
+        if not name or name.lower() in _NOT_OBJECTS:
             return "none"
         return self._objects.get(name.lower(), "other")
 
