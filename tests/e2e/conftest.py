@@ -44,6 +44,8 @@ def worker_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict
         # Retries back off for milliseconds, not seconds: the tests check counts, not timing.
         "CRMSYNC_RETRY_INITIAL_WAIT": "0.01",
         "CRMSYNC_RETRY_MAX_WAIT": "0.05",
+        # A paused org is probed every second instead of every five minutes.
+        "CRMSYNC_ORG_PROBE_SECONDS": "1",
     }
 
 
