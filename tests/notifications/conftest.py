@@ -47,15 +47,16 @@ def hook_server() -> Iterator[HookServer]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status = state.statuses.pop(0) if state.statuses else 200
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            # Recorded before answering, so a client that got its answer always finds its request here.
             with state.arrived:
+                status = state.statuses.pop(0) if state.statuses else 200
                 state.paths.append(self.path)
                 state.requests.append({"status": status, "content_type": self.headers.get("Content-Type"),
                                        "body": json.loads(body)})
                 state.arrived.notify_all()
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -97,7 +98,7 @@ class MailServer:
         assert isinstance(auth_data, LoginPassword)
         login, password = auth_data.login.decode(), auth_data.password.decode()
         self.logins.append((login, password))
-        return AuthResult(success=password == "smtp-pass-0123456789")
+        return AuthResult(success=password == "smtp-pass-0123456789", handled=False)  # handled=False: reply 535
 
     def wait_for(self, count: int, timeout: float = 15.0) -> bool:
         with self.arrived:
