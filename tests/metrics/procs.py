@@ -4,6 +4,7 @@ Each runs with ``PROMETHEUS_MULTIPROC_DIR`` already in its environment (as a wor
 it touches lands in that directory's files under its own pid.
 
 - ``requests COUNT``: the metrics observer sees COUNT requests to Lead (GET 200) and one refunded one.
+- ``all COUNT``: as ``requests``, and every other worker instrument gets a sample too.
 - ``dramatiq COUNT``: a real Dramatiq worker, with the wired Prometheus middleware, processes COUNT messages.
 """
 
@@ -16,6 +17,7 @@ import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
 from worker.metering import RequestEvent
+from worker.metrics.instruments import JOBS, NOTIFICATIONS
 from worker.metrics.middleware import install_worker_metrics
 from worker.metrics.observers import MetricsObserver
 
@@ -37,6 +39,13 @@ def observe_requests(count: int) -> None:
         observer.after_request(ok)
     observer.after_request(request_event(tenant="acme", method="GET", url=url, outcome="not_sent", seconds=0.0,
                                          charged=False))
+
+
+def touch_every_instrument(count: int) -> None:
+    """Every worker instrument gets a sample (labelled families only appear once used)."""
+    observe_requests(count)
+    JOBS.labels("pull", "done").inc(count)
+    NOTIFICATIONS.labels("quota_exhausted", "webhook", "delivered").inc(count)
 
 
 def run_dramatiq(count: int) -> None:
@@ -61,7 +70,7 @@ def run_dramatiq(count: int) -> None:
 
 def main() -> None:
     kind, count = sys.argv[1], int(sys.argv[2])
-    {"requests": observe_requests, "dramatiq": run_dramatiq}[kind](count)
+    {"requests": observe_requests, "all": touch_every_instrument, "dramatiq": run_dramatiq}[kind](count)
 
 
 if __name__ == "__main__":
