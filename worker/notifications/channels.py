@@ -49,9 +49,11 @@ def webhook_id(url: str) -> str:
 
 def redact_url(url: str) -> str:
     """``url`` safe to show: no user:password, the query string (where tokens live) replaced."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc.rpartition("@")[2]  # drop user:password@, parse nothing else (it may be malformed)
     return f"{parts.scheme}://{netloc}{parts.path}" + ("?<redacted>" if parts.query else "")
 
 
