@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import dramatiq
 import pytest
 import redis
+import trustme
+from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
 from quota import keys
@@ -196,3 +199,26 @@ def test_end_to_end_through_the_broker(redis_client: redis.Redis, hook_server: H
     queued = json.dumps([redis_client.hgetall(k) for k in redis_client.keys("crmsync:broker*")
                          if redis_client.type(k) == "hash"])
     assert "T0KEN" not in queued
+
+
+def test_email_over_starttls(redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             password_file: str) -> None:
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # our client verifies with the default trust store
+    mail = MailServer("127.0.0.1", free_port())
+    # The server only takes AUTH and mail after STARTTLS: a client that skipped it would be refused.
+    controller = Controller(mail, hostname=mail.host, port=mail.port, authenticator=mail.authenticate,
+                            tls_context=server_context, require_starttls=True)
+    controller.start()
+    try:
+        ChannelStore(redis_client).set_email(email_settings(mail, starttls=True, username="crmsync",
+                                                            password_ref=f"file:{password_file}"))
+        assert deliver(redis_client, notification(), "email", attempts=1)
+    finally:
+        controller.stop()
+    assert mail.logins == [("crmsync", PASSWORD)]
+    assert len(mail.messages) == 1
