@@ -19,6 +19,7 @@ from quota import keys
 from tests.conftest import T0, FakeClock
 from tests.notifications.conftest import HookServer, free_port, metric
 from worker.notifications import KINDS, ChannelStore, NotificationCenter, recent
+from worker.notify import Notifier
 
 # Spawned processes each raise the same notification once every one of them is ready to.
 _RACER = """
@@ -32,7 +33,7 @@ NotificationCenter(client).notify("quota_exhausted", "acme", "out of credits", w
 
 
 def test_every_kind_is_accepted_and_unknown_kinds_are_refused(redis_client: redis.Redis) -> None:
-    center = NotificationCenter(redis_client)
+    center: Notifier = NotificationCenter(redis_client)  # what the worker's runtime holds (checked by mypy)
     for kind in sorted(KINDS):
         center.notify(kind, "acme", f"{kind} happened", window="w1")
     assert redis_client.xlen(keys.NOTIFICATIONS) == 7
