@@ -15,6 +15,7 @@ from quota.errors import InvalidInput
 from quota.settings import redis_url
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
 from worker.jobstate import JobRecord
+from worker.metrics.multiprocess import prepare_multiproc_dir
 
 __all__ = ["register"]
 
@@ -87,6 +88,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     # A thin wrapper: the dramatiq CLI does process management, signals and reloads.
     command = [sys.executable, "-m", "dramatiq", "worker.app", "--processes", str(args.processes),
                "--threads", str(args.threads)]
+    # Parent only, before Dramatiq forks: create and empty $PROMETHEUS_MULTIPROC_DIR (no-op when unset).
+    prepare_multiproc_dir()
     os.execv(sys.executable, command)  # noqa: S606 (our own interpreter, a fixed argument list)
 
 

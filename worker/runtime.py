@@ -13,6 +13,7 @@ from quota.settings import redis_url
 from worker.connections import Connection, ConnectionStore
 from worker.jobstate import JobStore
 from worker.metering import MeteredSession, MeteringObserver
+from worker.metrics.observers import MetricsObserver
 from worker.notify import LogNotifier, Notifier
 from worker.oauth import TokenClient
 from worker.pause import PauseStore
@@ -103,6 +104,6 @@ def get_runtime() -> Runtime:
             settings = WorkerSettings.from_env()
             _runtime = Runtime(
                 redis=redis.Redis.from_url(redis_url()), sink=JsonlSink(settings.data_dir),
-                policy=RetryPolicy.from_env(), settings=settings,
+                policy=RetryPolicy.from_env(), settings=settings, observers=(MetricsObserver.from_env(),),
             )
         return _runtime

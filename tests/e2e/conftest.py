@@ -46,6 +46,7 @@ def worker_env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict
         "CRMSYNC_RETRY_MAX_WAIT": "0.05",
         # A paused org is probed every second instead of every five minutes.
         "CRMSYNC_ORG_PROBE_SECONDS": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(base / "metrics"),
     }
 
 
