@@ -10,11 +10,24 @@ import redis
 
 import worker.actors  # noqa: F401 (binds the broker to REDIS_URL before anything is enqueued)
 from quota import keys
+from tests.conftest import FakeClock
 from worker.actors import QUEUE
 from worker.broker import NAMESPACE
 from worker.jobstate import TERMINAL, JobStore
+from worker.schedules import ScheduleStore
 
 QUEUE_KEY = f"{NAMESPACE}:{QUEUE}"
+TENANTS = ("acme", "globex", "initech", "umbrella")
+OBJECTS = ("Lead", "Contact", "Account")
+MEMBERS = [f"{t}/{o}" for t in TENANTS for o in OBJECTS]
+
+
+def schedule_all(client: redis.Redis, clock: FakeClock, interval: int = 60) -> None:
+    """Schedule every one of ``MEMBERS`` at ``interval``, due at ``clock()``."""
+    store = ScheduleStore(client, clock)
+    for tenant in TENANTS:
+        for sobject in OBJECTS:
+            store.set(tenant, sobject, interval)
 
 
 def queued_messages(client: redis.Redis) -> list[dict[str, Any]]:

@@ -10,20 +10,8 @@ import redis
 
 from quota import keys
 from tests.conftest import FakeClock
-from tests.scheduler.helpers import finish_all_jobs, pulls_by_member, queued_messages
+from tests.scheduler.helpers import MEMBERS, finish_all_jobs, pulls_by_member, queued_messages, schedule_all
 from worker.scheduler import Scheduler, TickReport
-from worker.schedules import ScheduleStore
-
-TENANTS = ("acme", "globex", "initech", "umbrella")
-OBJECTS = ("Lead", "Contact", "Account")
-MEMBERS = [f"{t}/{o}" for t in TENANTS for o in OBJECTS]
-
-
-def schedule_all(client: redis.Redis, clock: FakeClock, interval: int = 60) -> None:
-    store = ScheduleStore(client, clock)
-    for tenant in TENANTS:
-        for sobject in OBJECTS:
-            store.set(tenant, sobject, interval)
 
 
 def instance(client: redis.Redis, clock: FakeClock, name: str) -> Scheduler:

@@ -1,0 +1,59 @@
+"""Scheduler processes for the multi-process tests: ``python -m tests.scheduler.procs MODE ...``.
+
+``lockstep NAME``: a scheduler whose clock is a Redis key and which ticks once per ``go`` message, so a test
+can make two real processes tick at the same moment, round after round, and read back what each did.
+``cli ARGS...``: the real ``crmsync`` subcommands from ``worker.schedule_cli`` (e.g. ``scheduler --tick 0.05``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import cast
+
+import redis
+
+from worker.schedule_cli import register
+from worker.scheduler import Scheduler
+
+CLOCK = "crmsync:test:clock"
+READY = "crmsync:test:ready"
+DONE = "crmsync:test:done"
+
+
+def go_key(name: str) -> str:
+    """The list a lockstep process waits on for its next ``go`` (a round number) or ``stop``."""
+    return f"crmsync:test:go:{name}"
+
+
+def lockstep(name: str) -> int:
+    """Tick once per ``go``; report each pass on ``DONE``."""
+    client = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+    scheduler = Scheduler(client, instance_id=name, clock=lambda: float(cast(str, client.get(CLOCK))),
+                          tick_s=1, lease_ttl_s=60)
+    client.rpush(READY, name)
+    while True:
+        item = client.blpop([go_key(name)], timeout=120)
+        if item is None or item[1] == "stop":
+            return 0
+        report = scheduler.tick()
+        client.rpush(DONE, json.dumps({
+            "instance": name, "round": int(item[1]), "leader": report.leader, "enqueued": report.enqueued,
+            "claimed": report.claimed, "lost_lease": report.lost_lease,
+        }))
+
+
+def cli(argv: list[str]) -> int:
+    """Run one of our subcommands as ``crmsync`` would (minus the other areas' commands)."""
+    parser = argparse.ArgumentParser(prog="crmsync")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    mode, *rest = sys.argv[1:]
+    sys.exit(lockstep(rest[0]) if mode == "lockstep" else cli(rest))
