@@ -33,11 +33,13 @@ def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.Argument
     from worker.connections_cli import register as connection_commands  # noqa: PLC0415
     from worker.jobs_cli import register as job_commands  # noqa: PLC0415
     from worker.metrics.cli import register as metrics_commands  # noqa: PLC0415
+    from worker.notifications.cli import register as notification_commands  # noqa: PLC0415
     from worker.run import register as run_commands  # noqa: PLC0415
+    from worker.schedule_cli import register as schedule_commands  # noqa: PLC0415
     from worker.status_cli import register as status_commands  # noqa: PLC0415
 
-    return [run_commands, status_commands, quota_commands, connection_commands, job_commands, metrics_commands,
-            emulator_commands]
+    return [run_commands, status_commands, quota_commands, connection_commands, job_commands,
+            schedule_commands, notification_commands, metrics_commands, emulator_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

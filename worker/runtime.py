@@ -14,6 +14,7 @@ from worker.connections import Connection, ConnectionStore
 from worker.jobstate import JobStore
 from worker.metering import MeteredSession, MeteringObserver
 from worker.metrics.observers import MetricsObserver
+from worker.notifications import NotificationCenter
 from worker.notify import LogNotifier, Notifier
 from worker.oauth import TokenClient
 from worker.pause import PauseStore
@@ -23,7 +24,7 @@ from worker.salesforce import CachedTokens, TenantSalesforce
 from worker.settings import WorkerSettings
 from worker.sink import JsonlSink, Sink
 
-__all__ = ["Runtime", "get_runtime"]
+__all__ = ["Runtime", "get_runtime", "notification_center"]
 
 
 @dataclass
@@ -92,6 +93,13 @@ class Runtime:
         return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection
 
 
+def notification_center() -> NotificationCenter:
+    """Notifications on their own Redis client: short timeouts and no retries, so a Redis outage delays a
+    job by a second at most on their account, never by redis-py's retry schedule."""
+    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=1, socket_timeout=1, retry=None)
+    return NotificationCenter(client)
+
+
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
@@ -103,7 +111,8 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             settings = WorkerSettings.from_env()
             _runtime = Runtime(
-                redis=redis.Redis.from_url(redis_url()), sink=JsonlSink(settings.data_dir),
-                policy=RetryPolicy.from_env(), settings=settings, observers=(MetricsObserver.from_env(),),
+                redis=redis.Redis.from_url(redis_url(), socket_connect_timeout=10, socket_timeout=30),
+                sink=JsonlSink(settings.data_dir), policy=RetryPolicy.from_env(), settings=settings,
+                notifier=notification_center(), observers=(MetricsObserver.from_env(),),
             )
         return _runtime

@@ -61,12 +61,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     from worker.resume import Resumer, send_parked  # noqa: PLC0415 (binds the broker only for this command)
-    from worker.runtime import Runtime  # noqa: PLC0415
+    from worker.runtime import Runtime, notification_center  # noqa: PLC0415
     from worker.sink import JsonlSink  # noqa: PLC0415
 
     validate_tenant(args.tenant)
     bucket = connect_bucket()
-    runtime = Runtime(redis=bucket.redis, sink=JsonlSink("."))
+    runtime = Runtime(redis=bucket.redis, sink=JsonlSink("."), notifier=notification_center())
     pauses = runtime.pauses
     if pauses.get(args.tenant) is None and pauses.parked_count(args.tenant) == 0:
         print(f"{args.tenant}: not paused, nothing parked")

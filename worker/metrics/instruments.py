@@ -7,6 +7,8 @@ these carries a ``tenant`` label (tenants are unbounded); per-tenant values are 
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import Counter, Histogram
 
 __all__ = [
@@ -17,6 +19,11 @@ __all__ = [
     "JOBS",
     "NOTIFICATIONS",
 ]
+
+# In multiprocess mode every metric created here opens a file in the directory, so it must exist first; the
+# command line imports these before `crmsync worker` gets to prepare (create and empty) it.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 API_REQUESTS = Counter(
     "crmsync_api_requests_total",
