@@ -152,7 +152,15 @@ def _park(runtime: Runtime, job: Job, reason: PauseReason, error: Exception | No
     runtime.pauses.park(tenant, ParkedJob(job.actor, job.kwargs), reason, detail)
     runtime.jobs.set_state(tenant, job_id, "parked", detail)
     JOBS.labels(kind=job.kind, outcome="parked").inc()
-    if isinstance(error, QuotaExhausted):
+    if isinstance(error, QuotaExhausted) and error.resets_at is None:
+        status = runtime.bucket.status(tenant)
+        problem = status.config_error or "no limit is set"
+        runtime.notifier.notify(
+            "config_invalid", tenant,
+            f"tenant {tenant} has no valid CRM API daily limit ({problem}); its jobs are paused until one is set "
+            f"with `crmsync quota set {tenant} LIMIT`", window=str(status.raw_limit), limit_state=status.limit_state,
+        )
+    elif isinstance(error, QuotaExhausted):
         status = runtime.bucket.status(tenant)
         window = str(int(error.resets_at.timestamp())) if error.resets_at else "unset"
         runtime.notifier.notify(

@@ -6,9 +6,10 @@ import json
 from collections import Counter
 from typing import Any
 
-from quota import CreditBucket
+from quota import CreditBucket, keys
 from tests.e2e.conftest import Tenant, Workers
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
+from worker.notifications import recent
 from worker.pause import PauseStore
 from worker.status_cli import tenant_rows
 
@@ -105,3 +106,18 @@ def test_jobs_of_a_paused_tenant_park_without_calling_salesforce(workers: Worker
     assert job.state == "parked"
     assert tenant.counted_requests() == 0
     assert CreditBucket(tenant.client).status(tenant.name).used == 0
+
+
+def test_garbage_limit_parks_with_config_invalid_until_fixed(workers: Workers, make_tenant) -> None:
+    tenant: Tenant = make_tenant(records=10)
+    tenant.client.hset(keys.config(tenant.name), "limit", "lots")  # written by hand, not a limit
+    job = tenant.pull()
+    assert job.state == "parked"
+    assert tenant.counted_requests() == 0
+    kinds = [n.kind for n in recent(tenant.client, tenant.name, limit=50)]
+    assert kinds.count("config_invalid") == 1
+    assert "quota_exhausted" not in kinds
+    tenant.bucket.set_limit(tenant.name, 100_000, actor="admin")
+    done = wait_for(tenant.client, tenant.name, job.job_id, timeout=120, until=frozenset({"done", "failed"}))
+    assert done is not None
+    assert (done.state, done.records) == ("done", 10)
