@@ -35,7 +35,7 @@ def throughput(factory: OpFactory, args: tuple[Any, ...], processes: int, second
     procs = [ctx.Process(target=_worker, args=(factory, args, seconds, start, out)) for _ in range(processes)]
     for proc in procs:
         proc.start()
-    total = sum(out.get(timeout=120) for _ in procs)
+    total: int = sum(out.get(timeout=120) for _ in procs)
     for proc in procs:
         proc.join()
     return total / seconds

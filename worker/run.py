@@ -1,38 +1,144 @@
-"""``crmsync run``: the main job on embedded defaults (``make run``).
+"""``crmsync run``: the whole system on embedded defaults (``make run``), with a live view.
 
-With ``REDIS_URL`` unset it starts its own Redis on a free loopback port and stops it on exit. It sets up a
-demo tenant (unless one is configured already) and prints ``crmsync status``.
+With ``REDIS_URL`` unset it starts its own Redis on a free loopback port. When no tenant has a connection it
+runs the demo: the Salesforce emulator with two orgs, tenants ``acme`` (a full daily budget) and ``globex``
+(a few credits left, so its pause shows within a minute), pulls of every object every minute. Then it starts
+the workers, the scheduler and the metrics endpoint, and shows the live view until Ctrl-C, when it stops every
+process it started. Pointed at a real ``REDIS_URL`` with real connections, it runs the real thing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import redis
+from rich.console import Console
+from rich.live import Live
 
 from quota.bucket import CreditBucket
 from quota.embedded_redis import redis_url_or_embedded
-from worker.status_cli import print_status
+from worker.connections import ConnectionStore
+from worker.liveview import BurnRates, Snapshot, plain_lines, render
+from worker.schedules import ScheduleStore
+from worker.stack import ProcessStack, StartFailed
 
-__all__ = ["register"]
+__all__ = ["DEMO_TENANTS", "register"]
 
-DEMO_TENANT = "demo"
+DEMO_TENANTS = {"acme": 0, "globex": 8}  # tenant -> credits left (0: the whole daily limit)
 DEMO_LIMIT = 100_000
-DEMO_SPENT = 1_234
+DEMO_RECORDS = 3_000
+DEMO_OBJECTS = ("Lead", "Contact", "Account", "Opportunity", "Campaign", "Case")
+
+
+def _setup_demo(stack: ProcessStack, client: redis.Redis, run_dir: Path) -> None:
+    ready_file = run_dir / "emulator.json"
+    ready_file.unlink(missing_ok=True)
+    stack.start("emulator", "emulator", "--orgs", ",".join(DEMO_TENANTS), "--records", str(DEMO_RECORDS),
+                "--ready-file", str(ready_file))
+    ready = stack.wait_for_file("emulator", ready_file)
+    secrets_dir = run_dir / "secrets"
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    bucket, schedules = CreditBucket(client), ScheduleStore(client)
+    for tenant, left in DEMO_TENANTS.items():
+        org = ready["orgs"][tenant]
+        secret = secrets_dir / f"{tenant}.secret"
+        secret.write_text(org["client_secret"])
+        secret.chmod(0o600)
+        ConnectionStore(client).connect(tenant, environment=org["environment"], login_url=ready["base_url"],
+                                        client_id=org["client_id"], client_secret_file=str(secret),
+                                        ca_bundle=ready["ca_bundle"])
+        if bucket.status(tenant).limit_state == "unset":
+            bucket.set_limit(tenant, DEMO_LIMIT, actor="crmsync run (demo)")
+            if left:
+                bucket.take(tenant, DEMO_LIMIT - left)
+        for sobject in DEMO_OBJECTS:
+            schedules.set(tenant, sobject, 60)
+
+
+def _instructions(url: str, metrics_url: str, demo: bool) -> str:
+    lines = [f"Redis: {url}", f"Metrics: {metrics_url}", "Logs: var/log/*.log   Ctrl-C stops everything."]
+    if demo:
+        lines.append("In a second terminal, raise globex's limit and watch it resume:")
+        lines.append(f"  REDIS_URL={url} .venv/bin/crmsync quota set globex 150000")
+    return "\n".join(lines)
+
+
+def _view(client: redis.Redis, stack: ProcessStack, *, headless: bool, duration: float | None) -> None:
+    rates = BurnRates()
+    deadline = None if duration is None else time.monotonic() + duration
+    console = Console()
+    live = None if headless else Live(console=console, refresh_per_second=4, screen=False)
+    if live is not None:
+        live.start()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            snapshot = Snapshot.read(client, rates)
+            if live is not None:
+                live.update(render(snapshot))
+            else:
+                print(f"--- {time.strftime('%H:%M:%S')}", *plain_lines(snapshot), sep="\n", flush=True)
+            dead = stack.dead()
+            if dead:
+                raise StartFailed(f"{', '.join(dead)} stopped unexpectedly: see var/log")
+            time.sleep(1.0)  # the view's refresh period
+    finally:
+        if live is not None:
+            live.stop()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
+    var = Path(args.var_dir).resolve()
+    run_dir, log_dir = var / "run", var / "log"
+    run_dir.mkdir(parents=True, exist_ok=True)
     with redis_url_or_embedded() as url:
-        embedded = not os.environ.get("REDIS_URL")
-        print(f"Redis: {'embedded server at ' if embedded else ''}{url}")
-        bucket = CreditBucket.from_url(url)
-        if bucket.status(DEMO_TENANT).limit_state == "unset":
-            bucket.set_limit(DEMO_TENANT, DEMO_LIMIT, actor="crmsync run")
-            bucket.take(DEMO_TENANT, DEMO_SPENT)
-        print_status(bucket)
+        env = {**os.environ, "REDIS_URL": url, "CRMSYNC_DATA_DIR": str(var / "data"),
+               "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"), "CRMSYNC_LOG_FORMAT": "json"}
+        (run_dir / "redis-url").write_text(url + "\n")
+        client = redis.Redis.from_url(url)
+        stack = ProcessStack(env, log_dir)
+        try:
+            demo = args.demo or not ConnectionStore(client).all()
+            if demo:
+                _setup_demo(stack, client, run_dir)
+            stack.start("worker", "worker", "--processes", str(args.processes), "--threads", str(args.threads))
+            stack.start("scheduler", "scheduler", "--tick", "1")
+            stack.start("metrics", "metrics", "--host", "127.0.0.1", "--port", str(args.metrics_port))
+            metrics_url = stack.wait_for_line("metrics", "serving").split()[1]
+            (run_dir / "pids.json").write_text(json.dumps({c.name: c.process.pid for c in stack.children}))
+            print(_instructions(url, metrics_url, demo), flush=True)
+            _view(client, stack, headless=args.headless or not sys.stdout.isatty(), duration=args.duration)
+        except KeyboardInterrupt:
+            print("stopping...", flush=True)
+        except StartFailed as exc:
+            print(f"crmsync run: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            stack.stop()
+            client.close()
+    print("stopped: no process left running", flush=True)
     return 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``run`` subcommand."""
-    run = commands.add_parser("run", help="run crmsync on embedded defaults (what `make run` does)")
+    run = commands.add_parser("run", help="run the whole system on embedded defaults with a live view (make run)")
+    run.add_argument("--demo", action="store_true", help="set up the emulator demo even if tenants are connected")
+    run.add_argument("--headless", action="store_true", help="print status lines instead of the live view")
+    run.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    run.add_argument("--metrics-port", type=int, default=9464, help="port of the metrics endpoint (0: a free one)")
+    run.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
+    run.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
+    run.add_argument("--var-dir", default="var", help="where data, logs and run files go (default ./var)")
     run.set_defaults(handler=_cmd_run)

@@ -1,0 +1,79 @@
+"""`make run` headless: the demo tenant pauses, resumes after a limit raise, and nothing is left running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from worker.pause import PauseStore
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)  # polling the running stack, not waiting for time to pass
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_make_run_pauses_resumes_and_stops_cleanly(tmp_path: Path) -> None:
+    marker = f"CRMSYNC_RUN_TEST={uuid.uuid4().hex}"
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    env[marker.split("=", maxsplit=1)[0]] = marker.split("=")[1]
+    crmsync = str(Path(sys.executable).with_name("crmsync"))
+    run = subprocess.Popen([crmsync, "run", "--headless", "--metrics-port", "0", "--var-dir", str(tmp_path / "var")],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert run.stdout is not None
+        first = run.stdout.readline()
+        assert first.startswith("Redis: redis://127.0.0.1:"), first
+        url = first.split()[1]
+        client = redis.Redis.from_url(url)
+        pauses = PauseStore(client)
+        wait_until(lambda: pauses.get("globex") is not None and pauses.parked_count("globex") > 0, 120,
+                   "globex to pause")
+        pause = pauses.get("globex")
+        assert pause is not None
+        assert pause.reason == "quota_exhausted"
+        assert pauses.get("acme") is None
+
+        raised = subprocess.run([crmsync, "quota", "set", "globex", "150000"], env={**env, "REDIS_URL": url},
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert raised.returncode == 0, raised.stderr
+        wait_until(lambda: pauses.get("globex") is None and pauses.parked_count("globex") == 0, 60,
+                   "globex to resume")
+        run.send_signal(signal.SIGINT)
+        out, _ = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, out
+    assert "stopped: no process left running" in out
+    assert "globex: used" in out
+    assert processes_with(marker) == []
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
