@@ -1,0 +1,111 @@
+"""Fixtures for the deploy/ checks: a real redis-server loading the repository's ACL file.
+
+The ACL file is rendered from ``deploy/redis/users.acl`` by ``deploy/redis/render-acl.sh`` (the same script the
+compose Redis runs at start), with throwaway passwords, into a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from quota.embedded_redis import find_server_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+ACL_TEMPLATE = DEPLOY / "redis" / "users.acl"
+RENDER_ACL = DEPLOY / "redis" / "render-acl.sh"
+USERS = ("admin", "worker", "metrics")
+
+
+@dataclass(frozen=True)
+class AclRedis:
+    """A running redis-server with the repository's ACL users."""
+
+    port: int
+    passwords: dict[str, str]
+
+    def url(self, user: str) -> str:
+        return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{self.port}/0"
+
+    def client(self, user: str, **options: object) -> redis.Redis:
+        return redis.Redis.from_url(self.url(user), **options)  # type: ignore[arg-type]
+
+
+def render_acl(output: Path, passwords: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    env.update({f"CRMSYNC_REDIS_{user.upper()}_PASSWORD": pw for user, pw in passwords.items()})
+    return subprocess.run(["sh", str(RENDER_ACL), str(ACL_TEMPLATE), str(output)], env=env,
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
+def _server_version(binary: str) -> tuple[int, ...]:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    found = re.search(r"v=(\d+)\.(\d+)", out)
+    return tuple(int(g) for g in found.groups()) if found else (0,)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+    binary = find_server_binary()
+    if _server_version(binary) < (7, 0):
+        pytest.skip(f"{binary} is older than Redis 7: read-only key patterns (%R~) need Redis 7")
+    if shutil.which("sha256sum") is None:
+        pytest.skip("render-acl.sh needs sha256sum (coreutils)")
+    workdir = tmp_path_factory.mktemp("acl-redis")
+    passwords = {user: secrets.token_hex(16) for user in USERS}
+    acl_file = workdir / "users.acl"
+    rendered = render_acl(acl_file, passwords)
+    assert rendered.returncode == 0, rendered.stderr
+    for attempt in range(5):
+        port = _free_port()
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--aclfile", str(acl_file), "--logfile", str(workdir / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        server = AclRedis(port, passwords)
+        probe = server.client("admin", socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 15
+        ready = False
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                ready = bool(probe.ping())
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        probe.close()
+        if ready:
+            break
+        process.kill()
+        process.wait()
+        if attempt == 4:
+            log = (workdir / "redis.log").read_text(errors="replace")[-1000:]
+            pytest.fail(f"redis-server with the ACL file did not start: {log}")
+    try:
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
