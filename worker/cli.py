@@ -11,19 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from quota.errors import InvalidInput, QuotaUnavailable
+from worker.cli_support import EXIT_FAILURE, EXIT_USAGE, CommandError
 
 __all__ = ["CommandError", "main"]
-
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """A handler's clear, one-line refusal; ``exit_code`` is what the process exits with."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:

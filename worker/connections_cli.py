@@ -7,15 +7,10 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import redis
-
-from quota.settings import redis_url
+from worker.cli_support import cli_redis
 from worker.connections import Connection, ConnectionStore
 
 __all__ = ["connection_store", "register"]
-
-_CLI_TIMEOUT_S = 5.0
-EXIT_FAILURE = 1
 
 
 @contextmanager
@@ -24,17 +19,8 @@ def connection_store() -> Iterator[ConnectionStore]:
 
     A Redis error inside the block becomes a one-line ``CommandError`` (exit 1).
     """
-    # Imported here: worker.cli imports this module's register() lazily, and the reverse import stays local.
-    from worker.cli import CommandError  # noqa: PLC0415
-
-    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=_CLI_TIMEOUT_S, socket_timeout=_CLI_TIMEOUT_S)
-    try:
+    with cli_redis("connection store") as client:
         yield ConnectionStore(client)
-    except redis.RedisError as exc:
-        raise CommandError(f"connection store unavailable: {type(exc).__name__}: {exc} (is REDIS_URL right?)",
-                           exit_code=EXIT_FAILURE) from None
-    finally:
-        client.close()
 
 
 def _cmd_connect(args: argparse.Namespace) -> int:

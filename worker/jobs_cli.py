@@ -12,19 +12,14 @@ from typing import Any
 import redis
 
 from quota.errors import InvalidInput
-from quota.settings import redis_url
+from worker.cli_support import redis_client
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
 from worker.jobstate import JobRecord
 from worker.metrics.multiprocess import prepare_multiproc_dir
 
 __all__ = ["register"]
 
-_TIMEOUT_S = 5.0
 EXIT_PARKED = 3
-
-
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(redis_url(), socket_connect_timeout=_TIMEOUT_S, socket_timeout=_TIMEOUT_S)
 
 
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
@@ -72,13 +67,13 @@ def _summary(record: JobRecord) -> str:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    client = _redis()
+    client = redis_client()
     fields = [f for f in args.fields.split(",") if f] if args.fields else []
     return _report(client, args.tenant, enqueue_pull(client, args.tenant, args.object, fields), args)
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
-    client = _redis()
+    client = redis_client()
     records = _read_jsonl(args.file)
     job_id = enqueue_push(client, args.tenant, args.object, records, args.external_id)
     return _report(client, args.tenant, job_id, args)

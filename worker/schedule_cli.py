@@ -8,8 +8,6 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import redis
 
 from quota.errors import InvalidInput
-from quota.settings import redis_url
+from worker.cli_support import EXIT_FAILURE, cli_redis, redis_client
 from worker.enqueue import active_pull
 from worker.logs import configure_logging
 from worker.pause import PauseStore
@@ -25,28 +23,6 @@ from worker.scheduler import DEFAULT_LEASE_TTL_S, DEFAULT_TICK_S, Scheduler
 from worker.schedules import Schedule, ScheduleStore, format_interval, parse_interval
 
 __all__ = ["register", "schedule_rows"]
-
-_CLI_TIMEOUT_S = 5.0
-EXIT_FAILURE = 1
-
-
-def _client() -> redis.Redis:
-    return redis.Redis.from_url(redis_url(), socket_connect_timeout=_CLI_TIMEOUT_S, socket_timeout=_CLI_TIMEOUT_S)
-
-
-@contextmanager
-def _redis() -> Iterator[redis.Redis]:
-    # A Redis error becomes a one-line CommandError (exit 1) instead of a traceback.
-    from worker.cli import CommandError  # noqa: PLC0415 (worker.cli imports this module's register lazily)
-
-    client = _client()
-    try:
-        yield client
-    except redis.RedisError as exc:
-        raise CommandError(f"schedules unavailable: {type(exc).__name__}: {exc} (is REDIS_URL right?)",
-                           exit_code=EXIT_FAILURE) from None
-    finally:
-        client.close()
 
 
 def _when(epoch: float | None) -> str | None:
@@ -85,14 +61,14 @@ def _relative(due: float | None, now: float) -> str:
 
 def _cmd_set(args: argparse.Namespace) -> int:
     interval = parse_interval(args.every)  # refused before anything is written
-    with _redis() as client:
+    with cli_redis("schedules") as client:
         schedule: Schedule = ScheduleStore(client).set(args.tenant, args.object, interval)
     print(f"{schedule.member}: pull every {format_interval(interval)}, next due {_when(schedule.due)}")
     return 0
 
 
 def _cmd_remove(args: argparse.Namespace) -> int:
-    with _redis() as client:
+    with cli_redis("schedules") as client:
         removed = ScheduleStore(client).remove(args.tenant, args.object)
     if not removed:
         print(f"crmsync: error: no schedule for {args.tenant}/{args.object}", file=sys.stderr)
@@ -103,7 +79,7 @@ def _cmd_remove(args: argparse.Namespace) -> int:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     now = time.time()
-    with _redis() as client:
+    with cli_redis("schedules") as client:
         rows = schedule_rows(client, now)
     if args.json:
         print(json.dumps(rows))
@@ -124,7 +100,7 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
     if not args.tick > 0:
         raise InvalidInput(f"invalid --tick {args.tick}: a positive number of seconds")
     configure_logging()
-    scheduler = Scheduler(_client(), instance_id=args.instance_id, tick_s=args.tick, lease_ttl_s=args.lease_ttl)
+    scheduler = Scheduler(redis_client(), instance_id=args.instance_id, tick_s=args.tick, lease_ttl_s=args.lease_ttl)
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -4,49 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import redis
-
 from quota.errors import InvalidInput
-from quota.settings import redis_url
 from quota.validation import validate_tenant
+from worker.cli_support import cli_redis
 from worker.notifications.center import recent
 from worker.notifications.channels import Channels, ChannelStore, EmailSettings, password_ref, redact_url
 
 __all__ = ["register"]
 
-_TIMEOUT_S = 5.0
 _MAX_LIMIT = 1000
-EXIT_FAILURE = 1
-
-
-@contextmanager
-def _client() -> Iterator[redis.Redis]:
-    # Imported here: worker.cli imports this module's register() lazily, and the reverse import stays local.
-    from worker.cli import CommandError  # noqa: PLC0415
-
-    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=_TIMEOUT_S, socket_timeout=_TIMEOUT_S)
-    try:
-        yield client
-    except redis.RedisError as exc:
-        raise CommandError(f"Redis unavailable: {type(exc).__name__}: {exc} (is REDIS_URL right?)",
-                           exit_code=EXIT_FAILURE) from None
-    finally:
-        client.close()
 
 
 def _cmd_webhook_add(args: argparse.Namespace) -> int:
-    with _client() as client:
+    with cli_redis("Redis") as client:
         hook = ChannelStore(client).add_webhook(args.url)
     print(f"webhook {hook.id} added: {redact_url(hook.url)}")
     return 0
 
 
 def _cmd_webhook_remove(args: argparse.Namespace) -> int:
-    with _client() as client:
+    with cli_redis("Redis") as client:
         removed = ChannelStore(client).remove_webhook(args.url)
     if not removed:
         raise InvalidInput("no such webhook: give its URL or its id as `crmsync notify show` lists it")
@@ -59,7 +38,7 @@ def _cmd_email_set(args: argparse.Namespace) -> int:
     settings = EmailSettings(host=args.host, port=_port(args.port), sender=args.sender, recipients=recipients,
                              starttls=args.starttls, username=args.username,
                              password_ref=password_ref(args.password_file, args.password_env))
-    with _client() as client:
+    with cli_redis("Redis") as client:
         ChannelStore(client).set_email(settings)
     print(f"email: {settings.host}:{settings.port} from {settings.sender} to {', '.join(recipients)}")
     return 0
@@ -72,7 +51,7 @@ def _port(value: str) -> int:
 
 
 def _cmd_email_clear(args: argparse.Namespace) -> int:
-    with _client() as client:
+    with cli_redis("Redis") as client:
         cleared = ChannelStore(client).clear_email()
     print("email delivery turned off" if cleared else "email delivery was not set")
     return 0
@@ -89,7 +68,7 @@ def channels_dict(channels: Channels) -> dict[str, Any]:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    with _client() as client:
+    with cli_redis("Redis") as client:
         shown = channels_dict(ChannelStore(client).load())
     if args.json:
         print(json.dumps(shown))
@@ -113,7 +92,7 @@ def _cmd_notifications(args: argparse.Namespace) -> int:
         validate_tenant(args.tenant)
     if not 1 <= args.limit <= _MAX_LIMIT:
         raise InvalidInput(f"invalid --limit {args.limit}: use 1 to {_MAX_LIMIT}")
-    with _client() as client:
+    with cli_redis("Redis") as client:
         found = recent(client, args.tenant, limit=args.limit)
     if args.json:
         print(json.dumps([n.to_json() for n in found]))

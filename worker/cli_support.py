@@ -1,0 +1,44 @@
+"""What every ``crmsync`` subcommand shares: one-line refusals and a Redis client that fails fast."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+from quota.settings import redis_url
+
+__all__ = ["CLI_TIMEOUT_S", "EXIT_FAILURE", "EXIT_USAGE", "CommandError", "cli_redis", "redis_client"]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+# A command waits this long for Redis before it says so, instead of hanging.
+CLI_TIMEOUT_S = 5.0
+
+
+class CommandError(Exception):
+    """A handler's clear, one-line refusal; ``exit_code`` is what the process exits with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def redis_client() -> redis.Redis:
+    """A client on ``REDIS_URL`` with short timeouts."""
+    return redis.Redis.from_url(redis_url(), socket_connect_timeout=CLI_TIMEOUT_S, socket_timeout=CLI_TIMEOUT_S)
+
+
+@contextmanager
+def cli_redis(what: str) -> Iterator[redis.Redis]:
+    """A client for one command; a Redis error inside the block becomes ``CommandError`` (exit 1) saying
+    ``what`` is unavailable, instead of a traceback."""
+    client = redis_client()
+    try:
+        yield client
+    except redis.RedisError as exc:
+        raise CommandError(f"{what} unavailable: {type(exc).__name__}: {exc} (is REDIS_URL right?)",
+                           exit_code=EXIT_FAILURE) from None
+    finally:
+        client.close()
