@@ -40,7 +40,7 @@ class AclRedis:
         return f"redis://{user}:{self.passwords[user]}@127.0.0.1:{self.port}/0"
 
     def client(self, user: str, **options: object) -> redis.Redis:
-        return redis.Redis.from_url(self.url(user), **options)  # type: ignore[arg-type]
+        return redis.Redis.from_url(self.url(user), **options)
 
 
 def render_acl(output: Path, passwords: dict[str, str]) -> subprocess.CompletedProcess[str]:
