@@ -205,6 +205,7 @@ def test_worker_pods_share_the_metrics_directory() -> None:
                   if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "crmsync-worker")
     containers = {c["name"]: c for c in worker["spec"]["template"]["spec"]["containers"]}
     directory = next(e["value"] for e in containers["worker"]["env"] if e["name"] == "PROMETHEUS_MULTIPROC_DIR")
+    assert directory
     for container in containers.values():
         assert directory in {m["mountPath"] for m in container["volumeMounts"]}
     assert directory in containers["metrics"]["args"]
