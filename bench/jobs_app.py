@@ -1,0 +1,61 @@
+"""The Dramatiq app of the jobs benchmark: ``worker.app`` unchanged, except that tenants named ``off-*`` run
+their Salesforce requests without metering.
+
+Run as ``python -m dramatiq bench.jobs_app --processes N --threads T`` (what ``crmsync worker`` runs, with
+this module instead of ``worker.app``). Both variants share these processes, threads, broker, job code and
+emulator; a tenant's name alone picks its session:
+
+- ``on-*`` tenants get ``Runtime.salesforce`` itself: the product's ``MeteredSession`` (a credit from the
+  bucket before each request, ``Sforce-Limit-Info`` recorded in Redis, metrics and quota-alert hooks);
+- ``off-*`` tenants get ``UnmeteredSession``: the same class and set-up, whose ``send`` goes straight to
+  ``requests`` (no credit, no usage record, no hooks).
+
+The product has no switch to turn metering off (nor should it), so the switch lives here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from worker.app import actors, broker, delivery
+from worker.connections import Connection
+from worker.metering import MeteredSession
+from worker.oauth import TokenClient
+from worker.runtime import Runtime
+from worker.salesforce import CachedTokens, TenantSalesforce
+
+__all__ = ["OFF_PREFIX", "UnmeteredSession", "actors", "broker", "delivery"]
+
+OFF_PREFIX = "off-"
+
+
+class UnmeteredSession(MeteredSession):
+    """A ``MeteredSession`` whose ``send`` skips the metering: what a worker without metering would send."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        """Send ``request`` as plain ``requests`` does."""
+        return requests.Session.send(self, request, **kwargs)
+
+
+_metered_salesforce = Runtime.salesforce
+
+
+def _salesforce(self: Runtime, tenant: str, sobject: str = "") -> tuple[TenantSalesforce, Connection]:
+    if not tenant.startswith(OFF_PREFIX):
+        return _metered_salesforce(self, tenant, sobject)
+    # Runtime.salesforce line for line, with the unmetered session: building a metered one and swapping it
+    # would charge the unmetered variant for a session it does not use.
+    connection = self.connections.get(tenant)
+    with self._lock:
+        key = (tenant, connection.connection_id)
+        tokens = self._tokens.get(key)
+        if tokens is None:
+            tokens = self._tokens[key] = CachedTokens(TokenClient(connection))
+    session = UnmeteredSession(tenant, self.bucket, sobject=sobject)
+    session.verify = connection.ca_bundle or True
+    return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection
+
+
+setattr(Runtime, "salesforce", _salesforce)  # noqa: B010 (mypy refuses assigning to a method)
