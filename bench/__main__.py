@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARKS = ["bench.bucket_bench", "bench.emulator_bench"]
+BENCHMARKS = [
+    "bench.bucket_bench",
+    "bench.emulator_bench",
+    "bench.credits_bench",
+    "bench.jobs_bench",
+    "bench.resume_bench",
+]
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import requests
 
+from bench.jobs_bench import OFF_PREFIX
 from worker.app import actors, broker, delivery
 from worker.connections import Connection
 from worker.metering import MeteredSession
@@ -27,9 +28,6 @@ from worker.runtime import Runtime
 from worker.salesforce import CachedTokens, TenantSalesforce
 
 __all__ = ["OFF_PREFIX", "UnmeteredSession", "actors", "broker", "delivery"]
-
-OFF_PREFIX = "off-"
-
 
 class UnmeteredSession(MeteredSession):
     """A ``MeteredSession`` whose ``send`` skips the metering: what a worker without metering would send."""
