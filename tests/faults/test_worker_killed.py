@@ -39,9 +39,14 @@ def _maintenance(url: str) -> Callable[[], None]:
     every poll so the test does not depend on that dice roll (see the report: the product should raise the
     chance).
     """
-    broker = RedisBroker(url=url, namespace=NAMESPACE, heartbeat_timeout=HEARTBEAT_S * 1000,  # type: ignore[no-untyped-call]
+    broker = RedisBroker(url=url, namespace=NAMESPACE, heartbeat_timeout=HEARTBEAT_S * 1000,
                          maintenance_chance=1_000_000)
     return lambda: broker.do_qsize(QUEUE) and None
+
+
+def _position(client: redis.Redis, key: str) -> int:
+    raw = cast(bytes | None, client.hget(key, "position"))
+    return int(raw or 0)
 
 
 def _query_paths(tenant: Tenant) -> list[str]:
@@ -64,12 +69,12 @@ def test_sigkill_mid_job_redelivers_and_resumes(
     push_key = keys.push_records(tenant.name, push_id)
 
     def mid_job() -> bool:
-        return tenant.job(pull_id).records >= 3 * 2_000 and int(client.hget(push_key, "position") or 0) >= 600
+        return tenant.job(pull_id).records >= 3 * 2_000 and _position(client, push_key) >= 600
 
     wait_until(mid_job, 60, "both jobs to be mid-way", lambda: (tenant.job(pull_id), tenant.job(push_id)))
     os.killpg(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=10)
-    before = {"pull": tenant.job(pull_id).records, "push": int(client.hget(push_key, "position") or 0)}
+    before = {"pull": tenant.job(pull_id).records, "push": _position(client, push_key)}
     assert before["pull"] < RECORDS
     assert before["push"] < PUSHED
 
