@@ -82,6 +82,18 @@ class WorkerPool:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of every live process of the pool (its process group), from Linux ``/proc``."""
+        total = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the process ended while we looked
+            if int(fields[2]) == self.process.pid:  # fields[2] is the process group
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
     def check_alive(self) -> None:
         """Raise with the log's tail if the pool has exited."""
         if self.process.poll() is not None:
