@@ -132,7 +132,7 @@ def test_wrong_type_registry_and_unreachable_redis(redis_client: redis.Redis, se
     assert value(text, "crmsync_tenants") == 0
     assert value(text, "crmsync_tenant_scrape_success") == 1
 
-    closed = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    closed = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, retry=None)  # as `crmsync metrics`
     text = http_scrape(serve_registry(build_registry(closed, None)))
     assert value(text, "crmsync_tenant_scrape_success") == 0
     assert samples(text, "crmsync_quota_used") == []

@@ -18,15 +18,16 @@ from worker.metrics.server import DEFAULT_HOST, DEFAULT_PORT, build_registry, se
 
 __all__ = ["main", "register"]
 
-_REDIS_TIMEOUT_S = 5.0
+_REDIS_TIMEOUT_S = 3.0
 
 
 def _cmd_metrics(args: argparse.Namespace) -> int:
     client = None
     if not args.no_tenants:
-        # Timeouts, so a scrape while Redis hangs answers (with crmsync_tenant_scrape_success 0) in bounded time.
+        # Timeouts and no retries, so a scrape while Redis hangs answers (with crmsync_tenant_scrape_success 0)
+        # within Prometheus's default 10 s scrape timeout.
         client = redis.Redis.from_url(redis_url(), socket_connect_timeout=_REDIS_TIMEOUT_S,
-                                      socket_timeout=_REDIS_TIMEOUT_S)
+                                      socket_timeout=_REDIS_TIMEOUT_S, retry=None)
     directory = args.multiproc_dir or multiproc_dir()
     if directory is not None:
         # The worker pool may start after us; its files appear here then (it empties the directory, never
