@@ -30,14 +30,17 @@ class QuotaAlerts:
         window, warned = self._warned.get(tenant, (grant.window_end, set()))
         if window != grant.window_end:
             warned = set()
-        for share in self.shares:
-            if used >= share * grant.limit and share not in warned:
-                warned.add(share)
-                self.notifier.notify(
-                    "quota_warning", tenant,
-                    f"tenant {tenant} has used {used:,} of its {grant.limit:,} daily API credits "
-                    f"({100 * used / grant.limit:.0f}%); credits return at {grant.resets_at.isoformat()}",
-                    window=f"{grant.window_end}:{share}", used=used, limit=grant.limit, share=share,
-                    resets_at=grant.resets_at.isoformat(),
-                )
+        crossed = [share for share in self.shares if used >= share * grant.limit and share not in warned]
+        if crossed:
+            # A take that passes several shares at once (a tenant starting late in its window) warns once,
+            # for the highest: the lower warnings would only repeat it.
+            share = max(crossed)
+            warned.update(crossed)
+            self.notifier.notify(
+                "quota_warning", tenant,
+                f"tenant {tenant} has used {used:,} of its {grant.limit:,} daily API credits, past the "
+                f"{share:.0%} warning share; credits return at {grant.resets_at.isoformat()}",
+                window=f"{grant.window_end}:{share}", used=used, limit=grant.limit, share=share,
+                resets_at=grant.resets_at.isoformat(),
+            )
         self._warned[tenant] = (grant.window_end, warned)
