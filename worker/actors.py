@@ -207,6 +207,7 @@ def _execute(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Ca
                 outcome = body(runtime, sf, connection, heartbeat)
             finally:
                 jobs.progress(tenant, job_id, credits=sf.session.charged - sf.session.refunded)
+                sf.session.close()
         jobs.set_state(tenant, job_id, "done")
         JOBS.labels(kind=job.kind, outcome="done").inc()
         log.info("job_done", outcome=repr(outcome))

@@ -85,6 +85,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
                "--threads", str(args.threads)]
     # Parent only, before Dramatiq forks: create and empty $PROMETHEUS_MULTIPROC_DIR (no-op when unset).
     prepare_multiproc_dir()
+    # Idle consumers poll this often (Dramatiq's default is 1 s): resumed jobs start within the second.
+    os.environ.setdefault("dramatiq_worker_timeout", "200")
     os.execv(sys.executable, command)  # noqa: S606 (our own interpreter, a fixed argument list)
 
 

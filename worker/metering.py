@@ -9,6 +9,7 @@ usage from the ``Sforce-Limit-Info`` header.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "MeteredSession",
     "MeteringObserver",
     "OrgUsage",
+    "OrgUsageCache",
     "RequestEvent",
     "is_metered",
     "never_sent",
@@ -101,6 +103,66 @@ class RequestEvent:
     charged: bool
 
 
+class OrgUsageCache:
+    """A process's view of each org's usage, shared by its sessions.
+
+    Every response reports the org's usage; reading and writing it in Redis on every request would double the
+    round trips metering costs. So it is read at most once per ``max_age`` seconds per tenant, and written at
+    most once per ``max_age`` (at once when it reaches ``urgent_share``, so other processes pause in time).
+    """
+
+    def __init__(self, client: redis.Redis, *, max_age: float = 1.0, urgent_share: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.redis = client
+        self.max_age = max_age
+        self.urgent_share = urgent_share
+        self.clock = clock
+        self._seen: dict[str, tuple[float, OrgUsage | None]] = {}
+        self._written: dict[str, float] = {}
+        self._pending: dict[str, OrgUsage] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tenant: str) -> OrgUsage | None:
+        """The org's last known usage, from Redis when this process's copy is older than ``max_age``."""
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.get(tenant)
+        if seen is not None and now - seen[0] < self.max_age:
+            return seen[1]
+        usage = OrgUsage.read(self.redis, tenant)
+        with self._lock:
+            self._seen[tenant] = (now, usage)
+        return usage
+
+    def record(self, tenant: str, used: int, maximum: int, at: float) -> None:
+        """Remember what a response reported, and write it to Redis unless it was written just now."""
+        usage = OrgUsage(used, maximum, at)
+        now = self.clock()
+        urgent = self.urgent_share is not None and usage.share >= self.urgent_share
+        with self._lock:
+            self._seen[tenant] = (now, usage)
+            due = urgent or now - self._written.get(tenant, float("-inf")) >= self.max_age
+            if due:
+                self._written[tenant] = now
+                self._pending.pop(tenant, None)
+            else:
+                self._pending[tenant] = usage
+        if due:
+            self._write(tenant, usage)
+
+    def flush(self, tenant: str) -> None:
+        """Write the tenant's latest usage if it was only kept in memory (a job ends: leave Redis current)."""
+        with self._lock:
+            usage = self._pending.pop(tenant, None)
+            if usage is not None:
+                self._written[tenant] = self.clock()
+        if usage is not None:
+            self._write(tenant, usage)
+
+    def _write(self, tenant: str, usage: OrgUsage) -> None:
+        self.redis.hset(keys.org_usage(tenant), mapping={"used": usage.used, "max": usage.max, "at": usage.at})
+
+
 class MeteringObserver(Protocol):
     """Hooks around each metered request (metrics and notifications plug in here)."""
 
@@ -118,6 +180,7 @@ class MeteredSession(requests.Session):
         sobject: str = "",
         observers: tuple[MeteringObserver, ...] = (),
         org_pause_share: float | None = None,
+        org_usage: OrgUsageCache | None = None,
         on_grant: Callable[[str, Grant], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -131,8 +194,7 @@ class MeteredSession(requests.Session):
         self.clock = clock
         self.charged = 0
         self.refunded = 0
-        self._org_usage: OrgUsage | None = None
-        self._org_usage_read = False
+        self.org_usage = org_usage or OrgUsageCache(bucket.redis, max_age=0.0)
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -167,14 +229,16 @@ class MeteredSession(requests.Session):
         self._notify(request, str(response.status_code), started, charged=True)
         return response
 
+    def close(self) -> None:
+        """Close the connections, and leave the org usage this session saw in Redis."""
+        self.org_usage.flush(self.tenant)
+        super().close()
+
     def _guard_org(self) -> None:
         # Leave the customer's other integrations room: stop before the org's own limit, not at it.
         if self.org_pause_share is None:
             return
-        if not self._org_usage_read:
-            self._org_usage = OrgUsage.read(self.bucket.redis, self.tenant)
-            self._org_usage_read = True
-        usage = self._org_usage
+        usage = self.org_usage.get(self.tenant)
         if usage is not None and usage.max and usage.share >= self.org_pause_share:
             raise OrgLimitExceeded(
                 self.tenant, f"its usage {usage.used:,}/{usage.max:,} reached {self.org_pause_share:.0%} of the "
@@ -184,9 +248,7 @@ class MeteredSession(requests.Session):
     def _record_usage(self, response: requests.Response) -> None:
         usage = parse_limit_info(response.headers.get("Sforce-Limit-Info"))
         if usage is not None:
-            now = self.clock()
-            self._org_usage, self._org_usage_read = OrgUsage(usage[0], usage[1], now), True
-            self.bucket.redis.hset(keys.org_usage(self.tenant), mapping={"used": usage[0], "max": usage[1], "at": now})
+            self.org_usage.record(self.tenant, usage[0], usage[1], self.clock())
 
     def _notify(self, request: requests.PreparedRequest, outcome: str, started: float, *, charged: bool) -> None:
         event = RequestEvent(self.tenant, self.sobject, request.method or "", request.url or "", outcome,

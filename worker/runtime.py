@@ -12,7 +12,7 @@ from quota.bucket import CreditBucket
 from quota.settings import redis_url
 from worker.connections import Connection, ConnectionStore
 from worker.jobstate import JobStore
-from worker.metering import MeteredSession, MeteringObserver
+from worker.metering import MeteredSession, MeteringObserver, OrgUsageCache
 from worker.metrics.observers import MetricsObserver
 from worker.notifications import NotificationCenter
 from worker.notify import LogNotifier, Notifier
@@ -53,6 +53,7 @@ class Runtime:
     def __post_init__(self) -> None:
         self.quota_alerts = QuotaAlerts(self.notifier, self.settings.quota_warning_shares)
         self.org_pause_share = self.settings.org_pause_share
+        self.org_usage = OrgUsageCache(self.redis, urgent_share=self.org_pause_share)
 
     @property
     def pauses(self) -> PauseStore:
@@ -88,7 +89,8 @@ class Runtime:
             if tokens is None:
                 tokens = self._tokens[key] = CachedTokens(TokenClient(connection))
         session = MeteredSession(tenant, self.bucket, sobject=sobject, observers=self.observers,
-                                 org_pause_share=self.org_pause_share, on_grant=self.quota_alerts.after_take)
+                                 org_pause_share=self.org_pause_share, org_usage=self.org_usage,
+                                 on_grant=self.quota_alerts.after_take)
         session.verify = connection.ca_bundle or True
         return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import redis
 import requests
 import urllib3.exceptions
 
-from worker.metering import is_metered, never_sent, parse_limit_info
+from quota import keys
+from worker.metering import OrgUsage, OrgUsageCache, is_metered, never_sent, parse_limit_info
 from worker.retry import RetryPolicy, is_concurrency_limit, is_daily_org_limit, is_transient
 
 
@@ -111,3 +113,34 @@ def test_retry_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_RETRY_ATTEMPTS", "lots")
     with pytest.raises(ValueError, match="CRMSYNC_RETRY"):
         RetryPolicy.from_env()
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_org_usage_is_read_and_written_at_most_once_per_max_age(redis_client: redis.Redis) -> None:
+    clock = _Clock()
+    cache = OrgUsageCache(redis_client, max_age=1.0, urgent_share=0.9, clock=clock)
+    assert cache.get("acme") is None
+    redis_client.hset(keys.org_usage("acme"), mapping={"used": 10, "max": 100, "at": 1})
+    assert cache.get("acme") is None  # this process read it just now
+    clock.now += 1.0
+    assert cache.get("acme") == OrgUsage(10, 100, 1.0)
+
+    cache.record("acme", 20, 100, 2.0)
+    cache.record("acme", 30, 100, 3.0)  # within max_age of the last write: kept in memory only
+    assert cache.get("acme") == OrgUsage(30, 100, 3.0)
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(20, 100, 2.0)
+    cache.record("acme", 95, 100, 4.0)  # past the pause share: written at once for the other processes
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(95, 100, 4.0)
+    clock.now += 1.0
+    cache.record("acme", 50, 100, 5.0)
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(50, 100, 5.0)
+    cache.record("acme", 51, 100, 6.0)
+    cache.flush("acme")  # a job ended: Redis gets the latest, even within max_age
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(51, 100, 6.0)
