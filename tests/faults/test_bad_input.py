@@ -188,10 +188,9 @@ def _tidy(client: redis.Redis, tenant: str) -> None:
     "type (here crmsync:{T}:org as a string, crmsync:{T}:active as a list) instead of reporting that tenant as "
     "unreadable and listing the others"))
 def test_garbage_in_every_config_key_is_skipped_and_grants_nothing(
-    pool: Pool, emulator: EmulatorServer, redis_url: str, secrets_dir: Path, env: dict[str, str],
-    request: pytest.FixtureRequest,
+    pool: Pool, emulator: EmulatorServer, secrets_dir: Path, env: dict[str, str], request: pytest.FixtureRequest,
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(env["REDIS_URL"])
     good: Tenant = connect_tenant(emulator, client, secrets_dir, records=5)
     bad: Tenant = connect_tenant(emulator, client, secrets_dir, records=5)
     hand_written: list[Callable[[], object]] = [
