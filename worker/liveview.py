@@ -58,7 +58,7 @@ class Snapshot:
     def read(cls, client: redis.Redis, rates: BurnRates) -> Snapshot:
         """Read the tenants' state, job counts and the latest notifications."""
         now = time.time()
-        rows = tenant_rows(CreditBucket(client))
+        rows = [row for row in tenant_rows(CreditBucket(client)) if "unreadable" not in row]
         for row in rows:
             row["burn_per_minute"] = rates.update(row["tenant"], now, row["used"])
             row["jobs"] = _job_states(client, row["tenant"])

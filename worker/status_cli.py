@@ -6,8 +6,11 @@ import argparse
 import json
 from typing import Any
 
+import redis
+
 from quota.bucket import CreditBucket
 from quota.cli import connect_bucket, status_dict
+from quota.errors import QuotaUnavailable
 from quota.validation import validate_tenant
 from worker.metering import OrgUsage
 from worker.pause import PauseStore
@@ -20,19 +23,29 @@ def tenant_rows(bucket: CreditBucket) -> list[dict[str, Any]]:
     pauses = PauseStore(bucket.redis)
     rows = []
     for tenant in bucket.tenants():
-        row = status_dict(bucket.status(tenant))
-        pause = pauses.get(tenant)
-        usage = OrgUsage.read(bucket.redis, tenant)
-        row.update(
-            paused=pause is not None,
-            pause_reason=pause.reason if pause else None,
-            paused_since=pause.since if pause else None,
-            parked_jobs=pauses.parked_count(tenant),
-            org_api_usage=usage.used if usage else None,
-            org_api_max=usage.max if usage else None,
-        )
-        rows.append(row)
+        try:
+            rows.append(_row(bucket, pauses, tenant))
+        except (redis.ResponseError, QuotaUnavailable) as exc:
+            if isinstance(exc, QuotaUnavailable) and not isinstance(exc.__cause__, redis.ResponseError):
+                raise  # Redis itself is unreachable: that is the command's failure, not this tenant's
+            # A key written by hand with the wrong type: report this tenant as unreadable, list the others.
+            rows.append({"tenant": tenant, "unreadable": f"{type(exc).__name__}: {exc}"})
     return rows
+
+
+def _row(bucket: CreditBucket, pauses: PauseStore, tenant: str) -> dict[str, Any]:
+    row = status_dict(bucket.status(tenant))
+    pause = pauses.get(tenant)
+    usage = OrgUsage.read(bucket.redis, tenant)
+    row.update(
+        paused=pause is not None,
+        pause_reason=pause.reason if pause else None,
+        paused_since=pause.since if pause else None,
+        parked_jobs=pauses.parked_count(tenant),
+        org_api_usage=usage.used if usage else None,
+        org_api_max=usage.max if usage else None,
+    )
+    return row
 
 
 def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
@@ -44,6 +57,9 @@ def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
     print(f"{'TENANT':<20} {'LIMIT':>12} {'USED':>12} {'REMAINING':>12} {'USED%':>6}  {'NEXT RESET':<25}  "
           f"{'STATE':<24} {'PARKED':>6}  ORG USAGE")
     for row in rows:
+        if "unreadable" in row:
+            print(f"{row['tenant']:<20} UNREADABLE: {row['unreadable']}")
+            continue
         limit = f"{row['limit']:,}" if row["limit"] is not None else str(row["limit_state"]).upper()
         percent = "-" if row["percent_used"] is None else f"{row['percent_used']:.1f}"
         state = f"paused: {row['pause_reason']}" if row["paused"] else "running"

@@ -183,10 +183,6 @@ def _tidy(client: redis.Redis, tenant: str) -> None:
         client.delete(key)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: `crmsync status` exits with a traceback (redis WRONGTYPE) when a tenant key holds the wrong "
-    "type (here crmsync:{T}:org as a string, crmsync:{T}:active as a list) instead of reporting that tenant as "
-    "unreadable and listing the others"))
 def test_garbage_in_every_config_key_is_skipped_and_grants_nothing(
     pool: Pool, emulator: EmulatorServer, secrets_dir: Path, env: dict[str, str], request: pytest.FixtureRequest,
 ) -> None:
