@@ -8,12 +8,14 @@ that outlast the in-request retries are retried by Dramatiq a few times, then en
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+import redis
 import structlog
 from dramatiq.middleware import CurrentMessage
 
@@ -188,7 +190,40 @@ class Job:
     kwargs: dict[str, Any]
 
 
+def _redis_down(error: BaseException | None) -> bool:
+    """Whether ``error`` (or what caused it) is Redis being unreachable."""
+    while error is not None:
+        if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _await_redis(client: redis.Redis, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Block this worker thread until Redis answers again, backing off up to 5 s between tries."""
+    wait = 0.1
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.RedisError:
+            log.warning("waiting_for_redis", retry_in=wait)
+            sleep(wait)
+            wait = min(wait * 2, 5.0)
+
+
 def _execute(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Callable[[], None]], object]) -> None:
+    try:
+        _run(job, body)
+    except Exception as exc:
+        if _redis_down(exc):
+            # Dramatiq needs Redis to queue the retry and to ack: raising now would ack a message whose retry
+            # was never queued, and the job would be lost. Wait for Redis, then let Dramatiq retry the job.
+            _await_redis(get_runtime().redis)
+        raise
+
+
+def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Callable[[], None]], object]) -> None:
     runtime = get_runtime()
     message = CurrentMessage.get_current_message()
     retries = message.options.get("retries", 0) if message else 0

@@ -120,12 +120,6 @@ def test_no_request_without_a_credit_and_workers_survive(outage: Outage) -> None
 
 
 def test_every_job_finishes_after_redis_returns(outage: Outage, request: pytest.FixtureRequest) -> None:
-    if outage.kind == "stopped":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "product bug: a job whose Redis writes fail mid-job raises into Dramatiq while Redis is down; the "
-            "Retries middleware cannot enqueue the retry (logged 'Unexpected failure in after_process_message'), "
-            "the ack is retried until Redis is back and succeeds, so the message is gone and the job stays "
-            "'running' forever")))
     tenants, jobs = outage.tenants, outage.jobs
     client = outage.server.client()
 
