@@ -23,7 +23,7 @@ from quota import keys
 from quota.bucket import Status
 from quota.errors import InvalidInput, QuotaExhausted
 from quota.validation import validate_tenant
-from worker.broker import broker  # noqa: F401 (the broker must exist before actors are declared)
+from worker.broker import broker  # the broker must exist before actors are declared
 from worker.connections import Connection
 from worker.errors import AuthFailed, InvalidJob, JobBusy, NotConnected, OrgLimitExceeded
 from worker.metrics.instruments import JOBS
@@ -39,6 +39,7 @@ __all__ = ["MAX_RETRIES", "QUEUE", "PullJob", "PushJob", "pull", "push"]
 QUEUE = "crmsync"
 MAX_RETRIES = 3
 LOCK_TTL_S = 120
+BUSY_DELAY_MS = 2_000
 log = structlog.get_logger("crmsync.worker")
 
 DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -260,8 +261,9 @@ def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Callab
         runtime.notifier.notify("job_failed", tenant, str(exc), window=job_id, job_id=job_id)
         raise InvalidJob(str(exc)) from exc
     except JobBusy:
+        # Waiting is not a failure: send the job again a little later instead of spending a Dramatiq retry.
         jobs.set_state(tenant, job_id, "queued", "waiting for another job on the same object")
-        raise
+        broker.get_actor(job.actor).send_with_options(kwargs=job.kwargs, delay=BUSY_DELAY_MS)
     except Exception as exc:  # transient faults past the in-request retries, Redis unavailable, bugs
         final = retries >= MAX_RETRIES
         jobs.set_state(tenant, job_id, "failed" if final else "retrying", f"{type(exc).__name__}: {exc}")
@@ -274,12 +276,7 @@ def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Callab
         structlog.contextvars.clear_contextvars()
 
 
-def _retry_when(retries: int, error: Exception) -> bool:
-    # Waiting for another job on the same object is not a fault: it does not use up retries.
-    return isinstance(error, JobBusy) or retries < MAX_RETRIES
-
-
-@dramatiq.actor(actor_name="crmsync_pull", queue_name=QUEUE, throws=(InvalidJob,), retry_when=_retry_when,
+@dramatiq.actor(actor_name="crmsync_pull", queue_name=QUEUE, throws=(InvalidJob,), max_retries=MAX_RETRIES,
                 min_backoff=1_000, max_backoff=60_000)
 def pull(*args: Any, **kwargs: Any) -> None:
     """Pull one object for one tenant, from its checkpoint."""
@@ -292,7 +289,7 @@ def pull(*args: Any, **kwargs: Any) -> None:
     )
 
 
-@dramatiq.actor(actor_name="crmsync_push", queue_name=QUEUE, throws=(InvalidJob,), retry_when=_retry_when,
+@dramatiq.actor(actor_name="crmsync_push", queue_name=QUEUE, throws=(InvalidJob,), max_retries=MAX_RETRIES,
                 min_backoff=1_000, max_backoff=60_000)
 def push(*args: Any, **kwargs: Any) -> None:
     """Upsert a push job's stored records, from its saved position."""

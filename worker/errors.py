@@ -10,7 +10,7 @@
      ├── OrgLimitExceeded                                Salesforce refused with 403 REQUEST_LIMIT_EXCEEDED for the
      │                                                   org's rolling 24-hour limit (never retried)
      ├── InvalidJob (quota.errors.InvalidInput)          a malformed job message: dead-lettered, never retried
-     └── JobBusy (dramatiq.Retry)                        another job holds the tenant's object: retried later
+     └── JobBusy                                         another job holds the tenant's object: sent again later
 
 ``ConnectionRefused`` is also an ``InvalidInput`` (a ``ValueError``), so the ``crmsync`` command prints its
 one-line message and exits 2. No message ever carries a secret or a token: only references to where a
@@ -18,8 +18,6 @@ secret lives (``file:/path`` or ``env:NAME``).
 """
 
 from __future__ import annotations
-
-from dramatiq import Retry
 
 from quota.errors import InvalidInput
 
@@ -76,8 +74,5 @@ class InvalidJob(WorkerError, InvalidInput):
     """A job message whose arguments are malformed; it fails at once into the dead-letter queue."""
 
 
-class JobBusy(WorkerError, Retry):
-    """Another job is running for the same tenant and object; this one waits and is retried."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, delay=2_000)
+class JobBusy(WorkerError):
+    """Another job is running for the same tenant and object; this one is sent again a little later."""

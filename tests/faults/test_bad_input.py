@@ -226,10 +226,6 @@ def test_garbage_in_every_config_key_is_skipped_and_grants_nothing(
     assert changed == [], changed
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a queue entry whose body is not valid JSON makes Dramatiq's consumer raise DecodeError "
-    "('Consumer encountered an unexpected error'); it is never dead-lettered and stays in the live worker's "
-    "unacked set, with any message prefetched in the same batch, until that worker dies"))
 def test_a_message_that_is_not_json_is_dead_lettered(pool: Pool, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     client.hset(f"{NAMESPACE}:{QUEUE}.msgs", "not-json", "\x00{garbage")
