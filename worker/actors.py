@@ -8,6 +8,7 @@ that outlast the in-request retries are retried by Dramatiq a few times, then en
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,7 +39,7 @@ __all__ = ["MAX_RETRIES", "QUEUE", "PullJob", "PushJob", "pull", "push"]
 
 QUEUE = "crmsync"
 MAX_RETRIES = 3
-LOCK_TTL_S = 120
+LOCK_TTL_S = 30
 BUSY_DELAY_MS = 2_000
 log = structlog.get_logger("crmsync.worker")
 
@@ -124,15 +125,32 @@ class PushJob:
 
 
 @contextmanager
-def _object_lock(runtime: Runtime, tenant: str, sobject: str) -> Iterator[Callable[[], None]]:
-    # One job per tenant and object at a time; the lock expires if its worker dies, and each page extends it.
+def _object_lock(runtime: Runtime, tenant: str, sobject: str) -> Iterator[None]:
+    """One job per tenant and object at a time. A keeper thread extends the lock while the job runs, so it
+    can stay short: a job whose worker was killed frees its object within ``LOCK_TTL_S``."""
     lock = runtime.redis.lock(keys.lock(tenant, sobject), timeout=LOCK_TTL_S, blocking=False)
     if not lock.acquire():
         raise JobBusy(f"another job is running for {tenant}/{sobject}")
+    done = threading.Event()
+
+    def keep() -> None:
+        while not done.wait(LOCK_TTL_S / 3):
+            try:
+                lock.extend(LOCK_TTL_S, replace_ttl=True)
+            except redis.RedisError as exc:  # Redis away: the job itself will fail and be retried
+                log.warning("lock_extend_failed", error=str(exc))
+
+    keeper = threading.Thread(target=keep, name=f"lock-{tenant}-{sobject}", daemon=True)
+    keeper.start()
     try:
-        yield lambda: lock.extend(LOCK_TTL_S, replace_ttl=True) and None
+        yield
     finally:
-        lock.release()
+        done.set()
+        keeper.join()
+        try:
+            lock.release()
+        except redis.RedisError as exc:  # expired or Redis away: it frees itself within LOCK_TTL_S
+            log.warning("lock_release_failed", error=str(exc))
 
 
 def _stop(runtime: Runtime, kind: str, tenant: str, job_id: str, error: Exception) -> None:
@@ -213,7 +231,7 @@ def _await_redis(client: redis.Redis, sleep: Callable[[float], None] = time.slee
             wait = min(wait * 2, 5.0)
 
 
-def _execute(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Callable[[], None]], object]) -> None:
+def _execute(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection], object]) -> None:
     try:
         _run(job, body)
     except Exception as exc:
@@ -224,7 +242,7 @@ def _execute(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Ca
         raise
 
 
-def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Callable[[], None]], object]) -> None:
+def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection], object]) -> None:
     runtime = get_runtime()
     message = CurrentMessage.get_current_message()
     retries = message.options.get("retries", 0) if message else 0
@@ -237,10 +255,10 @@ def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection, Callab
             _park(runtime, job, "quota_exhausted", None)  # the first pause's reason is kept
             return
         jobs.set_state(tenant, job_id, "running")
-        with _object_lock(runtime, tenant, job.sobject) as heartbeat:
+        with _object_lock(runtime, tenant, job.sobject):
             sf, connection = runtime.salesforce(tenant, job.sobject)
             try:
-                outcome = body(runtime, sf, connection, heartbeat)
+                outcome = body(runtime, sf, connection)
             finally:
                 jobs.progress(tenant, job_id, credits=sf.session.charged - sf.session.refunded)
                 sf.session.close()
@@ -283,8 +301,8 @@ def pull(*args: Any, **kwargs: Any) -> None:
     job = PullJob.parse(args, kwargs)
     _execute(
         Job("crmsync_pull", "pull", job.tenant, job.sobject, job.job_id, kwargs),
-        lambda rt, sf, conn, beat: run_pull(
-            sf, client=rt.redis, sink=rt.sink, jobs=rt.jobs, job_id=job.job_id, heartbeat=beat,
+        lambda rt, sf, conn: run_pull(
+            sf, client=rt.redis, sink=rt.sink, jobs=rt.jobs, job_id=job.job_id,
             connection_id=conn.connection_id, sobject=job.sobject, fields=job.fields),
     )
 
@@ -296,7 +314,6 @@ def push(*args: Any, **kwargs: Any) -> None:
     job = PushJob.parse(args, kwargs)
     _execute(
         Job("crmsync_push", "push", job.tenant, job.sobject, job.job_id, kwargs),
-        lambda rt, sf, conn, beat: run_push(
-            sf, client=rt.redis, jobs=rt.jobs, job_id=job.job_id, sobject=job.sobject, external_id=job.external_id,
-            heartbeat=beat),
+        lambda rt, sf, conn: run_push(
+            sf, client=rt.redis, jobs=rt.jobs, job_id=job.job_id, sobject=job.sobject, external_id=job.external_id),
     )

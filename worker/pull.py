@@ -10,7 +10,7 @@ Salesforce no longer knows that locator, by querying again from the highest Syst
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -93,7 +93,6 @@ def run_pull(
     sink: Sink,
     jobs: JobStore,
     job_id: str,
-    heartbeat: Callable[[], None],
     connection_id: str,
     sobject: str,
     fields: Sequence[str],
@@ -113,7 +112,6 @@ def run_pull(
         cp.save(client, tenant, sobject)
         delivered += len(fresh)
         jobs.progress(tenant, job_id, records=len(fresh))
-        heartbeat()
         log.info("page_delivered", tenant=tenant, object=sobject, records=len(fresh), done=cp.next_url is None)
         if cp.next_url is None:
             return PullResult(pages=pages, delivered=delivered)

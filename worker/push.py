@@ -8,7 +8,7 @@ the same records rather than create duplicates. Per-record errors are kept on th
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -85,7 +85,6 @@ def _upsert(sf: TenantSalesforce, path: str, body: dict[str, Any]) -> list[dict[
 
 def run_push(
     sf: TenantSalesforce, *, client: redis.Redis, jobs: JobStore, job_id: str, sobject: str, external_id: str,
-    heartbeat: Callable[[], None],
 ) -> PushResult:
     """Upsert the job's stored records from its saved position to the end."""
     tenant = sf.tenant
@@ -106,7 +105,6 @@ def run_push(
         jobs.progress(tenant, job_id, records=len(batch) - len(failed), failed=len(failed))
         position += len(batch)
         client.hset(key, "position", str(position))
-        heartbeat()
         batches += 1
         failed_total += len(failed)
         log.info("batch_upserted", tenant=tenant, object=sobject, records=len(batch), failed=len(failed))
