@@ -23,9 +23,8 @@ from bench.jobs_bench import OFF_PREFIX
 from worker.app import actors, broker, delivery
 from worker.connections import Connection
 from worker.metering import MeteredSession
-from worker.oauth import TokenClient
 from worker.runtime import Runtime
-from worker.salesforce import CachedTokens, TenantSalesforce
+from worker.salesforce import TenantSalesforce
 
 __all__ = ["OFF_PREFIX", "UnmeteredSession", "actors", "broker", "delivery"]
 
@@ -43,14 +42,10 @@ _metered_salesforce = Runtime.salesforce
 def _salesforce(self: Runtime, tenant: str, sobject: str = "") -> tuple[TenantSalesforce, Connection]:
     if not tenant.startswith(OFF_PREFIX):
         return _metered_salesforce(self, tenant, sobject)
-    # Runtime.salesforce line for line, with the unmetered session: building a metered one and swapping it
+    # As Runtime.salesforce, with the unmetered session: building a metered one and swapping it
     # would charge the unmetered variant for a session it does not use.
     connection = self.connections.get(tenant)
-    with self._lock:
-        key = (tenant, connection.connection_id)
-        tokens = self._tokens.get(key)
-        if tokens is None:
-            tokens = self._tokens[key] = CachedTokens(TokenClient(connection))
+    tokens = self.tokens(connection)
     session = UnmeteredSession(tenant, self.bucket, sobject=sobject)
     session.verify = connection.ca_bundle or True
     return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection

@@ -79,15 +79,20 @@ class Runtime:
             return None
         return (maximum - remaining) / maximum
 
+    def tokens(self, connection: Connection) -> CachedTokens:
+        """The access tokens of ``connection``, cached for this process (a new connection gets new ones)."""
+        with self._lock:
+            key = (connection.tenant, connection.connection_id)
+            tokens = self._tokens.get(key)
+            if tokens is None:
+                tokens = self._tokens[key] = CachedTokens(TokenClient(connection))
+            return tokens
+
     def salesforce(self, tenant: str, sobject: str = "") -> tuple[TenantSalesforce, Connection]:
         """A metered Salesforce client for ``tenant`` with a fresh session (so a job's charges are its own);
         ``sobject`` labels its requests in metrics."""
         connection = self.connections.get(tenant)
-        with self._lock:
-            key = (tenant, connection.connection_id)
-            tokens = self._tokens.get(key)
-            if tokens is None:
-                tokens = self._tokens[key] = CachedTokens(TokenClient(connection))
+        tokens = self.tokens(connection)
         session = MeteredSession(tenant, self.bucket, sobject=sobject, observers=self.observers,
                                  org_pause_share=self.org_pause_share, org_usage=self.org_usage,
                                  on_grant=self.quota_alerts.after_take)

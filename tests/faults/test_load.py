@@ -63,7 +63,7 @@ def test_soak_with_faults_over_many_tenants(
         bucket.take(tenant.name, 100_000 - 3)
 
     env = worker_environment(redis_url, tmp_path / "data")
-    workers = start_pool(env, processes=4, threads=2)
+    workers = start_pool(env, processes=8, threads=1)
     jobs: list[tuple[Tenant, str]] = []
     for tenant in tenants:
         jobs += [(tenant, enqueue_pull(client, tenant.name, s)) for s in OBJECTS]
