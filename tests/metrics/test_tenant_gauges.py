@@ -6,6 +6,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from quota import CreditBucket, keys
 from tests.conftest import FakeClock
@@ -132,7 +134,8 @@ def test_wrong_type_registry_and_unreachable_redis(redis_client: redis.Redis, se
     assert value(text, "crmsync_tenants") == 0
     assert value(text, "crmsync_tenant_scrape_success") == 1
 
-    closed = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, retry=None)  # as `crmsync metrics`
+    # No retries, as `crmsync metrics` has none.
+    closed = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     text = http_scrape(serve_registry(build_registry(closed, None)))
     assert value(text, "crmsync_tenant_scrape_success") == 0
     assert samples(text, "crmsync_quota_used") == []
