@@ -14,7 +14,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import redis
 from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
 from quota.embedded_redis import redis_url_or_embedded
+from worker.stack import stop_group
 
 __all__ = ["BenchTenant", "Stack", "WorkerPool", "shared_redis_url", "worker_stack"]
 
@@ -73,14 +73,7 @@ class WorkerPool:
 
     def stop(self) -> None:
         """SIGTERM the pool's process group; SIGKILL it if it has not stopped after 60 s."""
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process, timeout=60)
 
     def cpu_seconds(self) -> float:
         """User + system CPU of every live process of the pool (its process group), from Linux ``/proc``."""

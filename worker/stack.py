@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ProcessStack", "StartFailed"]
+__all__ = ["ProcessStack", "StartFailed", "stop_group"]
 
 _STOP_TIMEOUT_S = 20.0
 
@@ -91,20 +91,24 @@ class ProcessStack:
         return [c.name for c in self.children if c.process.poll() is not None]
 
     def stop(self) -> None:
-        """Stop every child (SIGTERM to its process group, SIGKILL after a timeout), newest first."""
+        """Stop every child and its process group, newest first."""
         for child in reversed(self.children):
-            if child.process.poll() is None:
-                _signal_group(child.process, signal.SIGTERM)
-        for child in reversed(self.children):
-            try:
-                child.process.wait(timeout=_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                _signal_group(child.process, signal.SIGKILL)
-                child.process.wait()
-            # A child's own children (Dramatiq's worker processes) share its group: make sure none outlive it.
-            _signal_group(child.process, signal.SIGKILL)
+            stop_group(child.process)
             child.log.close()
         self.children.clear()
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float = _STOP_TIMEOUT_S) -> None:
+    """SIGTERM a child started in its own session, SIGKILL it if it has not exited after ``timeout``, then
+    make sure nothing of its process group (Dramatiq's worker processes, say) outlives it."""
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+    _signal_group(process, signal.SIGKILL)
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

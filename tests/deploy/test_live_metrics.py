@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from worker.connections import ConnectionStore
 from worker.enqueue import wait_for
 from worker.jobstate import TERMINAL
 from worker.pause import PauseStore
+from worker.stack import stop_group
 
 pytestmark = pytest.mark.slow
 
@@ -62,16 +62,6 @@ def _parse(text: str) -> Scrape:
             labels.setdefault(sample.name, set()).update(sample.labels)
             values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return Scrape(text, labels, values)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -147,7 +137,7 @@ def scrape(acl_redis: AclRedis, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 yield _parse(response.read().decode())
         finally:
             for process in reversed(processes):
-                _stop(process)
+                stop_group(process)
             admin.flushdb()
             admin.close()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from quota import CreditBucket
 from worker.connections import ConnectionStore
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
 from worker.jobstate import TERMINAL, JobRecord
+from worker.stack import stop_group
 
 _names = itertools.count(1)
 
@@ -70,12 +70,7 @@ def workers(worker_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
             env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     yield Workers(process, log_path, Path(worker_env["CRMSYNC_DATA_DIR"]))
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    stop_group(process)
 
 
 @dataclass

@@ -7,7 +7,6 @@ Nothing here waits for time to pass: every wait polls a condition under a deadli
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -30,6 +29,7 @@ from quota import CreditBucket
 from quota.embedded_redis import find_server_binary
 from worker.connections import ConnectionStore
 from worker.jobstate import JobRecord, JobStore
+from worker.stack import stop_group
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 _names = itertools.count(1)
@@ -204,16 +204,7 @@ class Pool:
         return self.process.poll() is None and all(alive(pid) for pid in children(self.process.pid))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)  # any orphaned worker process of this pool
+        stop_group(self.process, timeout=60)
 
 
 def _fail_if_dead(pool: Pool) -> bool:
