@@ -38,14 +38,22 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
+
+
+def start_run(tmp_path: Path) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
+    """`crmsync run` headless on its own Redis, every process it starts marked by an environment variable."""
+    name, value = "CRMSYNC_RUN_TEST", uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    env[name] = value
+    run = subprocess.Popen([CRMSYNC, "run", "--headless", "--metrics-port", "0", "--var-dir", str(tmp_path / "var")],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return run, f"{name}={value}", env
+
+
 @pytest.mark.slow
 def test_make_run_pauses_resumes_and_stops_cleanly(tmp_path: Path) -> None:
-    marker = f"CRMSYNC_RUN_TEST={uuid.uuid4().hex}"
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
-    env[marker.split("=", maxsplit=1)[0]] = marker.split("=")[1]
-    crmsync = str(Path(sys.executable).with_name("crmsync"))
-    run = subprocess.Popen([crmsync, "run", "--headless", "--metrics-port", "0", "--var-dir", str(tmp_path / "var")],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run, marker, env = start_run(tmp_path)
     try:
         assert run.stdout is not None
         first = run.stdout.readline()
@@ -60,7 +68,7 @@ def test_make_run_pauses_resumes_and_stops_cleanly(tmp_path: Path) -> None:
         assert pause.reason == "quota_exhausted"
         assert pauses.get("acme") is None
 
-        raised = subprocess.run([crmsync, "quota", "set", "globex", "150000"], env={**env, "REDIS_URL": url},
+        raised = subprocess.run([CRMSYNC, "quota", "set", "globex", "150000"], env={**env, "REDIS_URL": url},
                                 capture_output=True, text=True, timeout=60, check=False)
         assert raised.returncode == 0, raised.stderr
         wait_until(lambda: pauses.get("globex") is None and pauses.parked_count("globex") == 0, 60,
@@ -77,3 +85,16 @@ def test_make_run_pauses_resumes_and_stops_cleanly(tmp_path: Path) -> None:
     assert processes_with(marker) == []
     with pytest.raises(redis.ConnectionError):
         redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+
+
+@pytest.mark.slow
+def test_make_run_killed_with_sigkill_leaves_nothing_running(tmp_path: Path) -> None:
+    run, marker, _ = start_run(tmp_path)
+    assert run.stdout is not None
+    for line in run.stdout:
+        if line.startswith("---"):  # the first status lines: everything has started
+            break
+    assert len(processes_with(marker)) >= 5  # run, Redis, emulator, worker pool, scheduler, metrics
+    run.kill()  # SIGKILL: `crmsync run` gets no chance to clean up
+    run.wait()
+    wait_until(lambda: processes_with(marker) == [], 60, "every child to exit with its parent")

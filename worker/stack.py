@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from quota.embedded_redis import die_with_parent
+
 __all__ = ["ProcessStack", "StartFailed", "stop_group"]
 
 _STOP_TIMEOUT_S = 20.0
@@ -49,6 +51,7 @@ class ProcessStack:
         process = subprocess.Popen(
             [sys.executable, "-m", "worker.cli", *args], env=self.env, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (children start before `crmsync run` has threads)
         )
         self.children.append(_Child(name, process, log))
         return process
