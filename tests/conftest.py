@@ -75,5 +75,12 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
+def env(redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
+    """A clean database that commands run in-process reach through ``REDIS_URL``."""
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    return redis_client
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

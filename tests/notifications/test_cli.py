@@ -28,12 +28,6 @@ def run(*argv: str) -> int:
 
 
 @pytest.fixture
-def env(redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    return redis_client
-
-
-@pytest.fixture
 def password_file(tmp_path: Path) -> str:
     path = tmp_path / "smtp-password"
     path.write_text(PASSWORD)

@@ -32,12 +32,6 @@ def run(*argv: str) -> int:
 
 
 @pytest.fixture
-def env(redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
-    monkeypatch.setenv("REDIS_URL", redis_url)
-    return redis_client
-
-
-@pytest.fixture
 def secret_file(tmp_path: Path) -> str:
     path = tmp_path / "secret"
     path.write_text(SECRET)
