@@ -32,8 +32,11 @@ def schedule_all(client: redis.Redis, clock: FakeClock, interval: int = 60) -> N
 
 def queued_messages(client: redis.Redis) -> list[dict[str, Any]]:
     """Every message waiting in the crmsync queue, decoded (nothing consumes them in these tests)."""
-    ids = cast(list[Any], client.lrange(QUEUE_KEY, 0, -1))
-    bodies = cast(list[Any], client.hvals(f"{QUEUE_KEY}.msgs"))
+    # One transaction: a scheduler enqueueing between two separate reads would make them disagree.
+    pipe = client.pipeline(transaction=True)
+    pipe.lrange(QUEUE_KEY, 0, -1)
+    pipe.hvals(f"{QUEUE_KEY}.msgs")
+    ids, bodies = cast(list[list[Any]], pipe.execute())
     assert len(ids) == len(bodies)
     return [json.loads(b) for b in bodies]
 
