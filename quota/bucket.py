@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol, cast
 import redis
 
 from quota import keys
+from quota.direct import DirectConnections
 from quota.errors import InvalidInput, QuotaUnavailable
 from quota.scripts import CONFIGURE, METER
 from quota.validation import TENANT_PATTERN, parse_limit, parse_reset_time, validate_tenant
@@ -92,7 +93,8 @@ class CreditBucket:
     """Per-tenant API credits that refill to the tenant's CRM API daily limit at its reset time each day.
 
     Every method validates the tenant id first. Redis errors surface as ``QuotaUnavailable``: when Redis
-    cannot be reached, no credit is ever granted.
+    cannot be reached, no credit is ever granted. Takes and refunds run on a connection per thread of
+    their own (see ``quota.direct``), built from ``client``'s settings; ``close()`` closes them.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class CreditBucket:
         max_audit: int = 1000,
     ) -> None:
         self.redis = client
+        self._direct = DirectConnections(client.connection_pool)
         self._clock = clock
         self._grace = grace_seconds
         self._max_audit = max_audit
@@ -116,6 +119,10 @@ class CreditBucket:
         """
         return cls(redis.Redis.from_url(url, **redis_options), clock=clock)
 
+    def close(self) -> None:
+        """Close the bucket's own connections (the client's pool is the caller's to close)."""
+        self._direct.close()
+
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock()))
 
@@ -123,7 +130,7 @@ class CreditBucket:
         validate_tenant(tenant)
         args = [delta, self._now_arg(), "" if window_end is None else window_end, self._grace]
         try:
-            result: list[int] = METER(self.redis, [keys.config(tenant), keys.window_prefix(tenant)], args)
+            result: list[int] = METER(self._direct.execute, [keys.config(tenant), keys.window_prefix(tenant)], args)
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"credit bucket unavailable: {exc.__class__.__name__}: {exc}") from exc
         return result
@@ -198,7 +205,7 @@ class CreditBucket:
             args += [field, value]
         try:
             self.redis.sadd(keys.TENANTS, tenant)
-            CONFIGURE(self.redis, [keys.config(tenant), keys.audit(tenant)], args)
+            CONFIGURE(self.redis.execute_command, [keys.config(tenant), keys.audit(tenant)], args)
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"quota config unavailable: {exc}") from exc
         return self.status(tenant)

@@ -1,18 +1,23 @@
 """Lua scripts, called lean: one ``EVALSHA`` round trip, loading the script only when Redis lacks it.
 
 redis-py's ``Script`` wrapper costs about a fifth of the throughput of a raw round trip; the metering
-script is on every Salesforce request's path, so it is called through ``execute_command`` directly.
+script is on every Salesforce request's path, so it is sent as a bare ``EVALSHA`` through whatever sends
+commands: ``Redis.execute_command``, or a ``DirectConnections`` on the hot path.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 import redis
 
-__all__ = ["CONFIGURE", "METER", "LuaScript"]
+__all__ = ["CONFIGURE", "METER", "Execute", "LuaScript"]
+
+Execute = Callable[..., Any]
+"""Sends one Redis command and returns its reply: ``Redis.execute_command`` or ``DirectConnections.execute``."""
 
 
 class LuaScript:
@@ -23,9 +28,8 @@ class LuaScript:
         self.source = resources.files("quota").joinpath("scripts", f"{name}.lua").read_text("utf-8")
         self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
 
-    def __call__(self, client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
-        """Run the script on ``client`` with ``keys`` and ``args``."""
-        execute: Any = client.execute_command  # redis-py leaves it untyped
+    def __call__(self, execute: Execute, keys: list[str], args: list[Any]) -> Any:
+        """Run the script through ``execute`` with ``keys`` and ``args``."""
         try:
             return execute("EVALSHA", self.sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:

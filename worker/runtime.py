@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -40,9 +41,10 @@ class Runtime:
     _tokens: dict[tuple[str, str], CachedTokens] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
+    @cached_property
     def bucket(self) -> CreditBucket:
-        """The credit bucket on this runtime's Redis."""
+        """The credit bucket on this runtime's Redis: one per runtime, so each worker thread keeps its
+        metering connection from job to job."""
         return CreditBucket(self.redis)
 
     @property
