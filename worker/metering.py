@@ -26,6 +26,7 @@ from quota.errors import QuotaExhausted
 from worker.errors import OrgLimitExceeded
 
 __all__ = [
+    "DEFAULT_REQUEST_TIMEOUT_S",
     "MeteredSession",
     "MeteringObserver",
     "OrgUsage",
@@ -40,6 +41,9 @@ __all__ = [
 # "per-app-api-usage", which counts one connected app, not the org.
 _API_USAGE = re.compile(r"(?<![\w-])api-usage=(\d+)/(\d+)")
 _VERSIONED_API = re.compile(r"^/services/data/v\d+\.\d+(/|$)")
+# Salesforce stops a query at 120 s (QUERY_TIMEOUT); a reply still missing after that will not come.
+DEFAULT_REQUEST_TIMEOUT_S = 130.0
+CONNECT_TIMEOUT_S = 10.0
 
 
 def is_metered(url: str) -> bool:
@@ -183,6 +187,7 @@ class MeteredSession(requests.Session):
         org_usage: OrgUsageCache | None = None,
         on_grant: Callable[[str, Grant], None] | None = None,
         clock: Callable[[], float] = time.time,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
     ) -> None:
         super().__init__()
         self.tenant = tenant
@@ -192,6 +197,9 @@ class MeteredSession(requests.Session):
         self.org_pause_share = org_pause_share
         self.on_grant = on_grant
         self.clock = clock
+        # A hung Salesforce must not hold a worker thread forever: past the read timeout the request counts
+        # as a transient fault (charged: it may have been counted) and is retried.
+        self.timeout = (min(CONNECT_TIMEOUT_S, timeout), timeout)
         self.charged = 0
         self.refunded = 0
         self.org_usage = org_usage or OrgUsageCache(bucket.redis, max_age=0.0)
@@ -207,6 +215,8 @@ class MeteredSession(requests.Session):
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Send ``request``, paying for it first when Salesforce counts it."""
         url = request.url or ""
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self.timeout
         if not is_metered(url):
             return super().send(request, **kwargs)
         self._guard_org()

@@ -97,7 +97,7 @@ class Runtime:
         tokens = self.tokens(connection)
         session = MeteredSession(tenant, self.bucket, sobject=sobject, observers=self.observers,
                                  org_pause_share=self.org_pause_share, org_usage=self.org_usage,
-                                 on_grant=self.quota_alerts.after_take)
+                                 on_grant=self.quota_alerts.after_take, timeout=self.settings.request_timeout)
         session.verify = connection.ca_bundle or True
         return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection
 

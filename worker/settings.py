@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.metering import DEFAULT_REQUEST_TIMEOUT_S
+
 __all__ = ["WorkerSettings"]
 
 
@@ -20,6 +22,17 @@ def _share(name: str, default: float) -> float:
     return value
 
 
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds above 0, such as {default:g}")
+    return value
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """``CRMSYNC_DATA_DIR``: where the default sink writes pulled records (default ``var/data``).
@@ -27,6 +40,8 @@ class WorkerSettings:
     ``CRMSYNC_ORG_PAUSE_SHARE`` / ``CRMSYNC_ORG_RESUME_SHARE``: a tenant pauses when its org's own usage (as
     Salesforce reports it) reaches the first share of the org's max, and resumes below the second
     (defaults 0.9 and 0.75). ``CRMSYNC_ORG_PROBE_SECONDS``: how often a paused org is probed (default 300).
+    ``CRMSYNC_REQUEST_TIMEOUT``: seconds a Salesforce request may take before it is given up and retried as a
+    transient fault (default 130; connecting may take at most 10 of them).
     """
 
     data_dir: Path = Path("var/data")
@@ -34,6 +49,7 @@ class WorkerSettings:
     org_pause_share: float = 0.9
     org_resume_share: float = 0.75
     org_probe_seconds: float = 300.0
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
 
     @classmethod
     def from_env(cls) -> WorkerSettings:
@@ -47,9 +63,6 @@ class WorkerSettings:
         resume = _share("CRMSYNC_ORG_RESUME_SHARE", cls.org_resume_share)
         if resume >= pause:
             raise ValueError("CRMSYNC_ORG_RESUME_SHARE must be below CRMSYNC_ORG_PAUSE_SHARE")
-        probe_raw = os.environ.get("CRMSYNC_ORG_PROBE_SECONDS")
-        try:
-            probe = float(probe_raw) if probe_raw else cls.org_probe_seconds
-        except ValueError:
-            raise ValueError(f"CRMSYNC_ORG_PROBE_SECONDS={probe_raw!r}: expected seconds") from None
-        return cls(Path(os.environ.get("CRMSYNC_DATA_DIR") or cls.data_dir), shares, pause, resume, probe)
+        probe = _seconds("CRMSYNC_ORG_PROBE_SECONDS", cls.org_probe_seconds)
+        timeout = _seconds("CRMSYNC_REQUEST_TIMEOUT", cls.request_timeout)
+        return cls(Path(os.environ.get("CRMSYNC_DATA_DIR") or cls.data_dir), shares, pause, resume, probe, timeout)

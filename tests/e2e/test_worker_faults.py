@@ -55,8 +55,8 @@ def _fixed_tokens(emulator: EmulatorServer, tenant: Tenant, *, expired: bool) ->
 
 
 def _client(emulator: EmulatorServer, tenant: Tenant, tokens: CachedTokens,
-            sleeps: list[float] | None = None) -> TenantSalesforce:
-    session = MeteredSession(tenant.name, tenant.bucket)
+            sleeps: list[float] | None = None, timeout: float = 130.0) -> TenantSalesforce:
+    session = MeteredSession(tenant.name, tenant.bucket, timeout=timeout)
     session.verify = emulator.ca_bundle
     policy = RetryPolicy(sleep=(sleeps if sleeps is not None else []).append)
     return TenantSalesforce(tenant.name, session=session, tokens=tokens, policy=policy)
@@ -113,6 +113,33 @@ def test_transient_faults_are_retried_and_charged(workers: Workers, make_tenant,
     job = tenant.pull()
     assert (job.state, job.records, job.credits) == ("done", 30, 2)
     assert tenant.counted_requests() == 2
+
+
+def test_added_latency_only_slows_the_job(workers: Workers, make_tenant) -> None:
+    tenant: Tenant = make_tenant(records=30)
+    tenant.emulator.control.set_faults(tenant.org.name, latency=0.3)
+    job = tenant.pull()
+    tenant.emulator.control.clear_faults(tenant.org.name)
+    # Slow answers are still answers: nothing retried, nothing charged twice.
+    assert (job.state, job.records, job.credits) == ("done", 30, 1)
+    assert tenant.counted_requests() == 1
+    assert [e["latency"] for e in tenant.emulator.control.request_log(tenant.org.name) if e["counted"]] == [0.3]
+
+
+def test_a_reply_slower_than_the_request_timeout_is_retried_and_charged(
+    emulator: EmulatorServer, make_tenant
+) -> None:
+    tenant: Tenant = make_tenant(records=5)
+    sleeps: list[float] = []
+    sf = _client(emulator, tenant, _fixed_tokens(emulator, tenant, expired=False), sleeps, timeout=2.0)
+    emulator.control.inject_fault(tenant.org.name, "latency", count=1, latency=60.0)
+    assert sf.call(lambda s: s.query("SELECT Id FROM Lead"), what="query")["totalSize"] == 5
+    assert len(sleeps) == 1  # one retry, after the backoff the policy chose
+    # The timed-out request reached Salesforce and was counted there, so its credit stays spent.
+    assert sf.session.charged == 2
+    assert sf.session.refunded == 0
+    assert tenant.counted_requests() == 2
+    assert tenant.used_credits() == 2
 
 
 def test_retries_are_bounded_and_the_job_fails(workers: Workers, make_tenant) -> None:

@@ -97,8 +97,9 @@ def test_sigkill_mid_job_redelivers_and_resumes(
     fetched = Counter(_query_paths(tenant))
     refetched = [p for p, n in fetched.items() if n > 1]
     assert len(refetched) <= 1, refetched
-    # Paid for every request, and nothing more.
-    assert tenant.used() == tenant.counted()
+    # Paid for every request. A job killed after taking its credit but before its request arrived loses that
+    # credit (the safe side): at most one for each of the two jobs running at the kill.
+    assert tenant.counted() <= tenant.used() <= tenant.counted() + 2
 
     # No duplicate in Salesforce: exactly one record per external id pushed.
     token = emulator.control.issue_token(tenant.org.name)

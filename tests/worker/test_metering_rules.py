@@ -10,6 +10,7 @@ import urllib3.exceptions
 from quota import keys
 from worker.metering import OrgUsage, OrgUsageCache, is_metered, never_sent, parse_limit_info
 from worker.retry import RetryPolicy, is_concurrency_limit, is_daily_org_limit, is_transient
+from worker.settings import WorkerSettings
 
 
 @pytest.mark.parametrize(("url", "metered"), [
@@ -113,6 +114,17 @@ def test_retry_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRMSYNC_RETRY_ATTEMPTS", "lots")
     with pytest.raises(ValueError, match="CRMSYNC_RETRY"):
         RetryPolicy.from_env()
+
+
+def test_request_timeout_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CRMSYNC_REQUEST_TIMEOUT", raising=False)
+    assert WorkerSettings.from_env().request_timeout == 130.0
+    monkeypatch.setenv("CRMSYNC_REQUEST_TIMEOUT", "45")
+    assert WorkerSettings.from_env().request_timeout == 45.0
+    for bad in ("0", "-5", "soon", "inf", "nan"):
+        monkeypatch.setenv("CRMSYNC_REQUEST_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="CRMSYNC_REQUEST_TIMEOUT="):
+            WorkerSettings.from_env()
 
 
 class _Clock:
