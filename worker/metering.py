@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import redis
 import requests
+import structlog
 import urllib3.exceptions
 
 from quota import keys
@@ -36,6 +37,8 @@ __all__ = [
     "never_sent",
     "parse_limit_info",
 ]
+
+log = structlog.get_logger("crmsync.metering")
 
 # Not anchored to the start, as the header may carry other parts before or after; but not the tail of
 # "per-app-api-usage", which counts one connected app, not the org.
@@ -112,7 +115,9 @@ class OrgUsageCache:
 
     Every response reports the org's usage; reading and writing it in Redis on every request would double the
     round trips metering costs. So it is read at most once per ``max_age`` seconds per tenant, and written at
-    most once per ``max_age`` (at once when it reaches ``urgent_share``, so other processes pause in time).
+    once only when it is the first news in ``max_age`` or reaches ``urgent_share`` (so other processes pause in
+    time). Newer news is kept in memory and written by a background thread every ``max_age``, all tenants in
+    one round trip: Redis is never more than ``max_age`` behind this process.
     """
 
     def __init__(self, client: redis.Redis, *, max_age: float = 1.0, urgent_share: float | None = None,
@@ -125,6 +130,8 @@ class OrgUsageCache:
         self._written: dict[str, float] = {}
         self._pending: dict[str, OrgUsage] = {}
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
 
     def get(self, tenant: str) -> OrgUsage | None:
         """The org's last known usage, from Redis when this process's copy is older than ``max_age``."""
@@ -151,20 +158,50 @@ class OrgUsageCache:
                 self._pending.pop(tenant, None)
             else:
                 self._pending[tenant] = usage
+                self._start_writer()
         if due:
-            self._write(tenant, usage)
+            self.redis.hset(keys.org_usage(tenant), mapping=_usage_fields(usage))
 
-    def flush(self, tenant: str) -> None:
-        """Write the tenant's latest usage if it was only kept in memory (a job ends: leave Redis current)."""
+    def flush(self) -> None:
+        """Write every usage kept only in memory, in one round trip; on a Redis error keep it for next time."""
         with self._lock:
-            usage = self._pending.pop(tenant, None)
-            if usage is not None:
-                self._written[tenant] = self.clock()
-        if usage is not None:
-            self._write(tenant, usage)
+            pending, self._pending = self._pending, {}
+            now = self.clock()
+            self._written.update(dict.fromkeys(pending, now))
+        if not pending:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for tenant, usage in pending.items():
+            pipe.hset(keys.org_usage(tenant), mapping=_usage_fields(usage))
+        try:
+            pipe.execute()
+        except redis.RedisError:
+            with self._lock:
+                for tenant, usage in pending.items():
+                    self._pending.setdefault(tenant, usage)  # unless a newer one came meanwhile
+            raise
 
-    def _write(self, tenant: str, usage: OrgUsage) -> None:
-        self.redis.hset(keys.org_usage(tenant), mapping={"used": usage.used, "max": usage.max, "at": usage.at})
+    def close(self) -> None:
+        """Stop the background writer and write what is left (a worker process shutting down)."""
+        self._stop.set()
+        self.flush()
+
+    def _start_writer(self) -> None:
+        # Under self._lock. A thread inherited across fork is not alive in the child: it starts its own.
+        if self._writer is None or not self._writer.is_alive():
+            self._writer = threading.Thread(target=self._write_pending, name="org-usage-writer", daemon=True)
+            self._writer.start()
+
+    def _write_pending(self) -> None:
+        while not self._stop.wait(self.max_age):
+            try:
+                self.flush()
+            except redis.RedisError as exc:
+                log.warning("org_usage_write_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _usage_fields(usage: OrgUsage) -> dict[str, float]:
+    return {"used": usage.used, "max": usage.max, "at": usage.at}
 
 
 class MeteringObserver(Protocol):
@@ -238,11 +275,6 @@ class MeteredSession(requests.Session):
         self._record_usage(response)
         self._notify(request, str(response.status_code), started, charged=True)
         return response
-
-    def close(self) -> None:
-        """Close the connections, and leave the org usage this session saw in Redis."""
-        self.org_usage.flush(self.tenant)
-        super().close()
 
     def _guard_org(self) -> None:
         # Leave the customer's other integrations room: stop before the org's own limit, not at it.

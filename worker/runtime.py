@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -109,6 +111,12 @@ def notification_center() -> NotificationCenter:
     return NotificationCenter(client)
 
 
+def _close_org_usage(cache: OrgUsageCache) -> None:
+    # A worker shutting down leaves the org usage it last saw in Redis, if Redis is there to take it.
+    with contextlib.suppress(redis.RedisError):
+        cache.close()
+
+
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
@@ -124,4 +132,5 @@ def get_runtime() -> Runtime:
                 sink=JsonlSink(settings.data_dir), policy=RetryPolicy.from_env(), settings=settings,
                 notifier=notification_center(), observers=(MetricsObserver.from_env(),),
             )
+            atexit.register(_close_org_usage, _runtime.org_usage)
         return _runtime

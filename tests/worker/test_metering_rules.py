@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 import requests
@@ -154,5 +156,34 @@ def test_org_usage_is_read_and_written_at_most_once_per_max_age(redis_client: re
     cache.record("acme", 50, 100, 5.0)
     assert OrgUsage.read(redis_client, "acme") == OrgUsage(50, 100, 5.0)
     cache.record("acme", 51, 100, 6.0)
-    cache.flush("acme")  # a job ended: Redis gets the latest, even within max_age
+    cache.record("globex", 7, 100, 6.0)
+    cache.record("globex", 8, 100, 6.5)
+    cache.flush()  # what the background writer does every max_age: every tenant's latest, in one round trip
     assert OrgUsage.read(redis_client, "acme") == OrgUsage(51, 100, 6.0)
+    assert OrgUsage.read(redis_client, "globex") == OrgUsage(8, 100, 6.5)
+
+
+def test_org_usage_kept_in_memory_reaches_redis_within_max_age(redis_client: redis.Redis) -> None:
+    cache = OrgUsageCache(redis_client, max_age=0.05)
+    cache.record("acme", 1, 100, 1.0)
+    cache.record("acme", 2, 100, 2.0)  # kept in memory: the background writer takes it
+    deadline = time.monotonic() + 30
+    while OrgUsage.read(redis_client, "acme") != OrgUsage(2, 100, 2.0):
+        assert time.monotonic() < deadline, "the background writer never wrote the usage"
+        time.sleep(0.01)
+    cache.record("acme", 3, 100, 3.0)
+    cache.close()  # a worker shutting down writes what is left
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(3, 100, 3.0)
+
+
+def test_org_usage_survives_a_failed_write(redis_client: redis.Redis) -> None:
+    clock = _Clock()
+    cache = OrgUsageCache(redis_client, max_age=1.0, clock=clock)
+    cache.record("acme", 1, 100, 1.0)
+    cache.record("acme", 2, 100, 2.0)
+    redis_client.set(keys.org_usage("acme"), "not a hash")  # HSET fails with WRONGTYPE
+    with pytest.raises(redis.ResponseError):
+        cache.flush()
+    redis_client.delete(keys.org_usage("acme"))
+    cache.flush()  # still pending: written now
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(2, 100, 2.0)
