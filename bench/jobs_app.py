@@ -7,8 +7,8 @@ emulator; a tenant's name alone picks its session:
 
 - ``on-*`` tenants get ``Runtime.salesforce`` itself: the product's ``MeteredSession`` (a credit from the
   bucket before each request, ``Sforce-Limit-Info`` recorded in Redis, metrics and quota-alert hooks);
-- ``off-*`` tenants get ``UnmeteredSession``: the same class and set-up, whose ``send`` goes straight to
-  ``requests`` (no credit, no usage record, no hooks).
+- ``off-*`` tenants get ``UnmeteredSession``: the same class and set-up, whose counted requests go straight
+  to ``requests`` (no credit, no usage record, no hooks).
 
 The product has no switch to turn metering off (nor should it), so the switch lives here.
 """
@@ -29,9 +29,9 @@ from worker.salesforce import TenantSalesforce
 __all__ = ["OFF_PREFIX", "UnmeteredSession", "actors", "broker", "delivery"]
 
 class UnmeteredSession(MeteredSession):
-    """A ``MeteredSession`` whose ``send`` skips the metering: what a worker without metering would send."""
+    """A ``MeteredSession`` that skips the metering (the same timeouts): what a worker without it would send."""
 
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+    def send_metered(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Send ``request`` as plain ``requests`` does."""
         return requests.Session.send(self, request, **kwargs)
 

@@ -251,11 +251,14 @@ class MeteredSession(requests.Session):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Send ``request``, paying for it first when Salesforce counts it."""
-        url = request.url or ""
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
-        if not is_metered(url):
+        if not is_metered(request.url or ""):
             return super().send(request, **kwargs)
+        return self.send_metered(request, **kwargs)
+
+    def send_metered(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        """Pay one credit for ``request``, send it, and report it to the observers."""
         self._guard_org()
         grant = self.bucket.take(self.tenant, 1)
         if not grant.granted:
