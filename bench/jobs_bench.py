@@ -22,7 +22,7 @@ OFF_PREFIX = "off-"  # tenants named so run unmetered in bench.jobs_app
 TENANTS = 25  # per variant; x 6 objects = 150 jobs a round
 OBJECTS = ("Lead", "Contact", "Account", "Opportunity", "Campaign", "Case")
 LATENCY_S = 0.02
-PAIRS = 8  # on/off round pairs, in ABBA order
+PAIRS = 12  # on/off round pairs, in ABBA order
 WARMUP_ROUNDS = 2
 TARGET = 0.95
 PROCESSES, THREADS = 2, 4
