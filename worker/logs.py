@@ -31,7 +31,9 @@ def configure_logging(fmt: str | None = None, level: int = logging.INFO) -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write() per line, newline included: in a Dramatiq worker process stderr is a pipe to the parent
+        # in which every write() is a message, and print()'s separate newline let lines of two processes merge.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
