@@ -43,6 +43,7 @@ log = structlog.get_logger("crmsync.metering")
 # Not anchored to the start, as the header may carry other parts before or after; but not the tail of
 # "per-app-api-usage", which counts one connected app, not the org.
 _API_USAGE = re.compile(r"(?<![\w-])api-usage=(\d+)/(\d+)")
+_FIELDS = ("used", "max", "at")  # of the org usage hash, crmsync:{T}:org
 _VERSIONED_API = re.compile(r"^/services/data/v\d+\.\d+(/|$)")
 # Salesforce stops a query at 120 s (QUERY_TIMEOUT); a reply still missing after that will not come.
 DEFAULT_REQUEST_TIMEOUT_S = 130.0
@@ -89,10 +90,14 @@ class OrgUsage:
     @classmethod
     def read(cls, client: redis.Redis, tenant: str) -> OrgUsage | None:
         """The last usage recorded for ``tenant``, or ``None``."""
-        raw: Any = client.hmget(keys.org_usage(tenant), ["used", "max", "at"])
+        return cls.parse(client.hmget(keys.org_usage(tenant), list(_FIELDS)))
+
+    @classmethod
+    def parse(cls, raw: Any) -> OrgUsage | None:
+        """An ``HMGET`` of the usage fields as an ``OrgUsage``; ``None`` when missing or not numbers."""
         try:
             return cls(int(raw[0]), int(raw[1]), float(raw[2]))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, IndexError):
             return None
 
 
@@ -111,34 +116,43 @@ class RequestEvent:
 
 
 class OrgUsageCache:
-    """A process's view of each org's usage, shared by its sessions.
+    """A process's view of each org's usage, shared by its sessions, kept off the request path.
 
-    Every response reports the org's usage; reading and writing it in Redis on every request would double the
-    round trips metering costs. So it is read at most once per ``max_age`` seconds per tenant, and written at
-    once only when it is the first news in ``max_age`` or reaches ``urgent_share`` (so other processes pause in
-    time). Newer news is kept in memory and written by a background thread every ``max_age``, all tenants in
-    one round trip: Redis is never more than ``max_age`` behind this process.
+    Every response reports the org's usage, so an active tenant's view is refreshed by its own responses. Redis
+    shares it between processes through a background thread that runs every ``max_age`` seconds: it writes the
+    usage this process learned (all tenants in one round trip) and re-reads the usage of tenants asked about
+    in the last ``keep_fresh`` seconds. A request touches Redis for org usage only the first time a process
+    asks about a tenant (or when the view is older than twice ``max_age``), and when the usage reaches
+    ``urgent_share``: that is written at once, so other processes pause in time. With ``max_age`` 0 there is
+    no thread: every read and write goes to Redis at once. Tests pass ``background=False`` and call
+    ``refresh()`` themselves.
     """
 
     def __init__(self, client: redis.Redis, *, max_age: float = 1.0, urgent_share: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 keep_fresh: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 background: bool = True) -> None:
         self.redis = client
+        self.background = background
         self.max_age = max_age
         self.urgent_share = urgent_share
+        self.keep_fresh = keep_fresh
         self.clock = clock
-        self._seen: dict[str, tuple[float, OrgUsage | None]] = {}
-        self._written: dict[str, float] = {}
+        self._seen: dict[str, tuple[float, OrgUsage | None]] = {}  # when this process learned it, and what
+        self._asked: dict[str, float] = {}
         self._pending: dict[str, OrgUsage] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._writer: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
 
     def get(self, tenant: str) -> OrgUsage | None:
-        """The org's last known usage, from Redis when this process's copy is older than ``max_age``."""
+        """The org's last known usage; read from Redis only when this process has no fresh view of it."""
         now = self.clock()
         with self._lock:
             seen = self._seen.get(tenant)
-        if seen is not None and now - seen[0] < self.max_age:
+            if self.max_age > 0:
+                self._asked[tenant] = now
+                self._start_worker()
+        if seen is not None and now - seen[0] < 2 * self.max_age:
             return seen[1]
         usage = OrgUsage.read(self.redis, tenant)
         with self._lock:
@@ -146,58 +160,68 @@ class OrgUsageCache:
         return usage
 
     def record(self, tenant: str, used: int, maximum: int, at: float) -> None:
-        """Remember what a response reported, and write it to Redis unless it was written just now."""
+        """Remember what a response reported; write it to Redis at once only when it is urgent."""
         usage = OrgUsage(used, maximum, at)
-        now = self.clock()
-        urgent = self.urgent_share is not None and usage.share >= self.urgent_share
+        now_urgent = self.max_age <= 0 or (self.urgent_share is not None and usage.share >= self.urgent_share)
         with self._lock:
-            self._seen[tenant] = (now, usage)
-            due = urgent or now - self._written.get(tenant, float("-inf")) >= self.max_age
-            if due:
-                self._written[tenant] = now
+            self._seen[tenant] = (self.clock(), usage)
+            if now_urgent:
                 self._pending.pop(tenant, None)
             else:
                 self._pending[tenant] = usage
-                self._start_writer()
-        if due:
+                self._start_worker()
+        if now_urgent:
             self.redis.hset(keys.org_usage(tenant), mapping=_usage_fields(usage))
 
-    def flush(self) -> None:
-        """Write every usage kept only in memory, in one round trip; on a Redis error keep it for next time."""
+    def refresh(self) -> None:
+        """One round trip: write every usage kept only in memory, and re-read the usage of the tenants asked
+        about lately whose view is ``max_age`` old. On a Redis error the writes are kept for next time."""
         with self._lock:
-            pending, self._pending = self._pending, {}
             now = self.clock()
-            self._written.update(dict.fromkeys(pending, now))
-        if not pending:
+            pending, self._pending = self._pending, {}
+            for tenant in [t for t, asked in self._asked.items() if now - asked >= self.keep_fresh]:
+                del self._asked[tenant]  # idle: the next get reads it afresh
+            stale = [t for t in self._asked
+                     if t not in pending and now - self._seen.get(t, (float("-inf"), None))[0] >= self.max_age]
+        if not pending and not stale:
             return
         pipe = self.redis.pipeline(transaction=False)
         for tenant, usage in pending.items():
             pipe.hset(keys.org_usage(tenant), mapping=_usage_fields(usage))
+        for tenant in stale:
+            pipe.hmget(keys.org_usage(tenant), list(_FIELDS))
         try:
-            pipe.execute()
+            replies = pipe.execute()
         except redis.RedisError:
             with self._lock:
                 for tenant, usage in pending.items():
                     self._pending.setdefault(tenant, usage)  # unless a newer one came meanwhile
             raise
+        with self._lock:
+            for tenant, raw in zip(stale, replies[len(pending):], strict=True):
+                seen = self._seen.get(tenant)
+                if seen is None or seen[0] <= now:  # a response since the snapshot knows better
+                    self._seen[tenant] = (now, OrgUsage.parse(raw))
 
     def close(self) -> None:
-        """Stop the background writer and write what is left (a worker process shutting down)."""
+        """Stop the background thread and write what is left (a worker process shutting down)."""
         self._stop.set()
-        self.flush()
+        with self._lock:
+            self._asked.clear()
+        self.refresh()
 
-    def _start_writer(self) -> None:
+    def _start_worker(self) -> None:
         # Under self._lock. A thread inherited across fork is not alive in the child: it starts its own.
-        if self._writer is None or not self._writer.is_alive():
-            self._writer = threading.Thread(target=self._write_pending, name="org-usage-writer", daemon=True)
-            self._writer.start()
+        if self.background and (self._worker is None or not self._worker.is_alive()):
+            self._worker = threading.Thread(target=self._run, name="org-usage", daemon=True)
+            self._worker.start()
 
-    def _write_pending(self) -> None:
+    def _run(self) -> None:
         while not self._stop.wait(self.max_age):
             try:
-                self.flush()
+                self.refresh()
             except redis.RedisError as exc:
-                log.warning("org_usage_write_failed", error=f"{type(exc).__name__}: {exc}")
+                log.warning("org_usage_refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _usage_fields(usage: OrgUsage) -> dict[str, float]:

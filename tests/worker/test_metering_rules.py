@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -137,53 +139,73 @@ class _Clock:
         return self.now
 
 
-def test_org_usage_is_read_and_written_at_most_once_per_max_age(redis_client: redis.Redis) -> None:
+def test_org_usage_stays_off_the_request_path(redis_client: redis.Redis) -> None:
     clock = _Clock()
-    cache = OrgUsageCache(redis_client, max_age=1.0, urgent_share=0.9, clock=clock)
-    assert cache.get("acme") is None
-    redis_client.hset(keys.org_usage("acme"), mapping={"used": 10, "max": 100, "at": 1})
-    assert cache.get("acme") is None  # this process read it just now
-    clock.now += 1.0
+    cache = OrgUsageCache(redis_client, max_age=1.0, urgent_share=0.9, clock=clock, background=False)
+    assert cache.get("acme") is None  # the first question in this process reads Redis (nothing yet)
+    redis_client.hset(keys.org_usage("acme"), mapping={"used": 10, "max": 100, "at": 1})  # another process
+    clock.now += 1.5
+    assert cache.get("acme") is None  # a view under 2 x max_age old is answered from memory
+    cache.refresh()  # the background step re-reads the tenants asked about lately
     assert cache.get("acme") == OrgUsage(10, 100, 1.0)
 
-    cache.record("acme", 20, 100, 2.0)
-    cache.record("acme", 30, 100, 3.0)  # within max_age of the last write: kept in memory only
-    assert cache.get("acme") == OrgUsage(30, 100, 3.0)
-    assert OrgUsage.read(redis_client, "acme") == OrgUsage(20, 100, 2.0)
-    cache.record("acme", 95, 100, 4.0)  # past the pause share: written at once for the other processes
-    assert OrgUsage.read(redis_client, "acme") == OrgUsage(95, 100, 4.0)
-    clock.now += 1.0
-    cache.record("acme", 50, 100, 5.0)
-    assert OrgUsage.read(redis_client, "acme") == OrgUsage(50, 100, 5.0)
-    cache.record("acme", 51, 100, 6.0)
-    cache.record("globex", 7, 100, 6.0)
-    cache.record("globex", 8, 100, 6.5)
-    cache.flush()  # what the background writer does every max_age: every tenant's latest, in one round trip
-    assert OrgUsage.read(redis_client, "acme") == OrgUsage(51, 100, 6.0)
-    assert OrgUsage.read(redis_client, "globex") == OrgUsage(8, 100, 6.5)
+    cache.record("acme", 20, 100, 2.0)  # a response updates the view, not Redis
+    assert cache.get("acme") == OrgUsage(20, 100, 2.0)
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(10, 100, 1.0)
+    cache.record("acme", 95, 100, 3.0)  # past the pause share: written at once for the other processes
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(95, 100, 3.0)
+    cache.record("acme", 50, 100, 4.0)
+    cache.record("globex", 7, 100, 4.0)
+    cache.record("globex", 8, 100, 4.5)
+    cache.refresh()  # every tenant's latest, in one round trip
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(50, 100, 4.0)
+    assert OrgUsage.read(redis_client, "globex") == OrgUsage(8, 100, 4.5)
+
+    clock.now += 61  # nobody asked about acme for a minute: its view is stale, and read again when asked
+    redis_client.hset(keys.org_usage("acme"), mapping={"used": 60, "max": 100, "at": 5})
+    cache.refresh()
+    assert cache.get("acme") == OrgUsage(60, 100, 5.0)
 
 
-def test_org_usage_kept_in_memory_reaches_redis_within_max_age(redis_client: redis.Redis) -> None:
-    cache = OrgUsageCache(redis_client, max_age=0.05)
+def test_org_usage_without_max_age_goes_to_redis_every_time(redis_client: redis.Redis) -> None:
+    cache = OrgUsageCache(redis_client, max_age=0.0)
     cache.record("acme", 1, 100, 1.0)
-    cache.record("acme", 2, 100, 2.0)  # kept in memory: the background writer takes it
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(1, 100, 1.0)
+    redis_client.hset(keys.org_usage("acme"), mapping={"used": 2, "max": 100, "at": 2})
+    assert cache.get("acme") == OrgUsage(2, 100, 2.0)
+    assert not [t for t in threading.enumerate() if t.name == "org-usage"]
+
+
+def test_the_background_thread_shares_usage_both_ways(redis_client: redis.Redis) -> None:
+    cache = OrgUsageCache(redis_client, max_age=0.05)
+    try:
+        assert cache.get("acme") is None
+        cache.record("acme", 2, 100, 2.0)  # written by the thread within max_age
+        _until(lambda: OrgUsage.read(redis_client, "acme") == OrgUsage(2, 100, 2.0), "the usage to be written")
+        redis_client.hset(keys.org_usage("acme"), mapping={"used": 7, "max": 100, "at": 7})  # another process
+        _until(lambda: cache.get("acme") == OrgUsage(7, 100, 7.0), "the other process's usage to be read")
+        cache.record("acme", 8, 100, 8.0)
+    finally:
+        cache.close()  # a worker shutting down writes what is left
+    assert OrgUsage.read(redis_client, "acme") == OrgUsage(8, 100, 8.0)
+
+
+def _until(condition: Callable[[], bool], what: str) -> None:
+    # Waits for what a thread does, not for an amount of time.
     deadline = time.monotonic() + 30
-    while OrgUsage.read(redis_client, "acme") != OrgUsage(2, 100, 2.0):
-        assert time.monotonic() < deadline, "the background writer never wrote the usage"
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
-    cache.record("acme", 3, 100, 3.0)
-    cache.close()  # a worker shutting down writes what is left
-    assert OrgUsage.read(redis_client, "acme") == OrgUsage(3, 100, 3.0)
 
 
 def test_org_usage_survives_a_failed_write(redis_client: redis.Redis) -> None:
     clock = _Clock()
-    cache = OrgUsageCache(redis_client, max_age=1.0, clock=clock)
+    cache = OrgUsageCache(redis_client, max_age=1.0, clock=clock, background=False)
     cache.record("acme", 1, 100, 1.0)
     cache.record("acme", 2, 100, 2.0)
     redis_client.set(keys.org_usage("acme"), "not a hash")  # HSET fails with WRONGTYPE
     with pytest.raises(redis.ResponseError):
-        cache.flush()
+        cache.refresh()
     redis_client.delete(keys.org_usage("acme"))
-    cache.flush()  # still pending: written now
+    cache.refresh()  # still pending: written now
     assert OrgUsage.read(redis_client, "acme") == OrgUsage(2, 100, 2.0)
