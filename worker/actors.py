@@ -26,7 +26,7 @@ from quota.errors import InvalidInput, QuotaExhausted
 from quota.validation import validate_tenant
 from worker.broker import broker  # the broker must exist before actors are declared
 from worker.connections import Connection
-from worker.errors import AuthFailed, InvalidJob, JobBusy, NotConnected, OrgLimitExceeded
+from worker.errors import AuthFailed, InvalidJob, JobBusy, NotConnected, OrgLimitExceeded, SliceEnded
 from worker.metrics.instruments import JOBS
 from worker.pause import ParkedJob, PauseReason
 from worker.pull import run_pull
@@ -231,7 +231,17 @@ def _await_redis(client: redis.Redis, sleep: Callable[[float], None] = time.slee
             wait = min(wait * 2, 5.0)
 
 
-def _execute(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection], object]) -> None:
+# What a job does, given the runtime, the tenant's client and connection, and whether its time slice is over.
+JobBody = Callable[[Runtime, TenantSalesforce, Connection, Callable[[], bool]], object]
+
+
+def _send_again(runtime: Runtime, job: Job, why: str, delay_ms: int | None = None) -> None:
+    runtime.jobs.set_state(job.tenant, job.job_id, "queued", why)
+    broker.get_actor(job.actor).send_with_options(kwargs=job.kwargs, delay=delay_ms)
+    log.info("job_sent_again", why=why)
+
+
+def _execute(job: Job, body: JobBody) -> None:
     try:
         _run(job, body)
     except Exception as exc:
@@ -242,7 +252,7 @@ def _execute(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection], o
         raise
 
 
-def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection], object]) -> None:
+def _run(job: Job, body: JobBody) -> None:
     runtime = get_runtime()
     message = CurrentMessage.get_current_message()
     retries = message.options.get("retries", 0) if message else 0
@@ -255,10 +265,11 @@ def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection], objec
             _park(runtime, job, "quota_exhausted", None)  # the first pause's reason is kept
             return
         jobs.set_state(tenant, job_id, "running")
+        slice_ends = time.monotonic() + runtime.settings.job_slice_seconds
         with _object_lock(runtime, tenant, job.sobject):
             sf, connection = runtime.salesforce(tenant, job.sobject)
             try:
-                outcome = body(runtime, sf, connection)
+                outcome = body(runtime, sf, connection, lambda: time.monotonic() >= slice_ends)
             finally:
                 jobs.progress(tenant, job_id, credits=sf.session.charged - sf.session.refunded)
                 sf.session.close()
@@ -280,8 +291,10 @@ def _run(job: Job, body: Callable[[Runtime, TenantSalesforce, Connection], objec
         raise InvalidJob(str(exc)) from exc
     except JobBusy:
         # Waiting is not a failure: send the job again a little later instead of spending a Dramatiq retry.
-        jobs.set_state(tenant, job_id, "queued", "waiting for another job on the same object")
-        broker.get_actor(job.actor).send_with_options(kwargs=job.kwargs, delay=BUSY_DELAY_MS)
+        _send_again(runtime, job, "waiting for another job on the same object", BUSY_DELAY_MS)
+    except SliceEnded as exc:
+        # Progress, not failure: the checkpoint is saved, the next slice starts from it (behind queued jobs).
+        _send_again(runtime, job, f"continuing in a new time slice: {exc}")
     except Exception as exc:  # transient faults past the in-request retries, Redis unavailable, bugs
         final = retries >= MAX_RETRIES
         jobs.set_state(tenant, job_id, "failed" if final else "retrying", f"{type(exc).__name__}: {exc}")
@@ -301,9 +314,9 @@ def pull(*args: Any, **kwargs: Any) -> None:
     job = PullJob.parse(args, kwargs)
     _execute(
         Job("crmsync_pull", "pull", job.tenant, job.sobject, job.job_id, kwargs),
-        lambda rt, sf, conn: run_pull(
+        lambda rt, sf, conn, slice_over: run_pull(
             sf, client=rt.redis, sink=rt.sink, jobs=rt.jobs, job_id=job.job_id,
-            connection_id=conn.connection_id, sobject=job.sobject, fields=job.fields),
+            connection_id=conn.connection_id, sobject=job.sobject, fields=job.fields, slice_over=slice_over),
     )
 
 
@@ -314,6 +327,7 @@ def push(*args: Any, **kwargs: Any) -> None:
     job = PushJob.parse(args, kwargs)
     _execute(
         Job("crmsync_push", "push", job.tenant, job.sobject, job.job_id, kwargs),
-        lambda rt, sf, conn: run_push(
-            sf, client=rt.redis, jobs=rt.jobs, job_id=job.job_id, sobject=job.sobject, external_id=job.external_id),
+        lambda rt, sf, conn, slice_over: run_push(
+            sf, client=rt.redis, jobs=rt.jobs, job_id=job.job_id, sobject=job.sobject, external_id=job.external_id,
+            slice_over=slice_over),
     )

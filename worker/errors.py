@@ -10,7 +10,8 @@
      ├── OrgLimitExceeded                                Salesforce refused with 403 REQUEST_LIMIT_EXCEEDED for the
      │                                                   org's rolling 24-hour limit (never retried)
      ├── InvalidJob (quota.errors.InvalidInput)          a malformed job message: dead-lettered, never retried
-     └── JobBusy                                         another job holds the tenant's object: sent again later
+     ├── JobBusy                                         another job holds the tenant's object: sent again later
+     └── SliceEnded                                      a long job used its time slice: checkpointed, sent again
 
 ``ConnectionRefused`` is also an ``InvalidInput`` (a ``ValueError``), so the ``crmsync`` command prints its
 one-line message and exits 2. No message ever carries a secret or a token: only references to where a
@@ -28,6 +29,7 @@ __all__ = [
     "JobBusy",
     "NotConnected",
     "OrgLimitExceeded",
+    "SliceEnded",
     "WorkerError",
 ]
 
@@ -76,3 +78,8 @@ class InvalidJob(WorkerError, InvalidInput):
 
 class JobBusy(WorkerError):
     """Another job is running for the same tenant and object; this one is sent again a little later."""
+
+
+class SliceEnded(WorkerError):
+    """A long job ran for its time slice (``CRMSYNC_JOB_SLICE_SECONDS``); its checkpoint is saved and it is sent
+    again at once, so no job runs into Dramatiq's time limit, which would interrupt it anywhere."""

@@ -10,7 +10,7 @@ Salesforce no longer knows that locator, by querying again from the highest Syst
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -20,6 +20,7 @@ import structlog
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 
 from quota import keys
+from worker.errors import SliceEnded
 from worker.jobstate import JobStore
 from worker.salesforce import TenantSalesforce
 from worker.sink import Sink
@@ -96,8 +97,11 @@ def run_pull(
     connection_id: str,
     sobject: str,
     fields: Sequence[str],
+    slice_over: Callable[[], bool] = lambda: False,
 ) -> PullResult:
-    """Pull ``sobject`` for ``sf.tenant`` from its checkpoint to the end, delivering each page to ``sink``."""
+    """Pull ``sobject`` for ``sf.tenant`` from its checkpoint to the end, delivering each page to ``sink``.
+
+    Raises ``SliceEnded`` between two pages, after the checkpoint, once ``slice_over()`` says so."""
     tenant = sf.tenant
     cp = PullCheckpoint.load(client, tenant, sobject, connection_id)
     pages = delivered = 0
@@ -115,6 +119,8 @@ def run_pull(
         log.info("page_delivered", tenant=tenant, object=sobject, records=len(fresh), done=cp.next_url is None)
         if cp.next_url is None:
             return PullResult(pages=pages, delivered=delivered)
+        if slice_over():
+            raise SliceEnded(f"pull of {sobject} continues after {pages} pages")
         page = _next_page(sf, cp.next_url)
 
 

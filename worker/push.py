@@ -8,7 +8,7 @@ the same records rather than create duplicates. Per-record errors are kept on th
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,6 +17,7 @@ import structlog
 
 from quota import keys
 from quota.errors import InvalidInput
+from worker.errors import SliceEnded
 from worker.jobstate import JOB_TTL_S, JobStore
 from worker.salesforce import TenantSalesforce
 from worker.soql import check_name
@@ -85,8 +86,11 @@ def _upsert(sf: TenantSalesforce, path: str, body: dict[str, Any]) -> list[dict[
 
 def run_push(
     sf: TenantSalesforce, *, client: redis.Redis, jobs: JobStore, job_id: str, sobject: str, external_id: str,
+    slice_over: Callable[[], bool] = lambda: False,
 ) -> PushResult:
-    """Upsert the job's stored records from its saved position to the end."""
+    """Upsert the job's stored records from its saved position to the end.
+
+    Raises ``SliceEnded`` between two batches, after the saved position, once ``slice_over()`` says so."""
     tenant = sf.tenant
     key = keys.push_records(tenant, job_id)
     raw = cast(list[Any], client.hmget(key, ["records", "position"]))
@@ -108,5 +112,7 @@ def run_push(
         batches += 1
         failed_total += len(failed)
         log.info("batch_upserted", tenant=tenant, object=sobject, records=len(batch), failed=len(failed))
+        if position < len(records) and slice_over():
+            raise SliceEnded(f"push of {sobject} continues after {position:,} of {len(records):,} records")
     client.delete(key)
     return PushResult(batches=batches, sent=len(records), failed=failed_total)

@@ -41,7 +41,8 @@ class WorkerSettings:
     Salesforce reports it) reaches the first share of the org's max, and resumes below the second
     (defaults 0.9 and 0.75). ``CRMSYNC_ORG_PROBE_SECONDS``: how often a paused org is probed (default 300).
     ``CRMSYNC_REQUEST_TIMEOUT``: seconds a Salesforce request may take before it is given up and retried as a
-    transient fault (default 130; connecting may take at most 10 of them).
+    transient fault (default 130; connecting may take at most 10 of them). ``CRMSYNC_JOB_SLICE_SECONDS``: after
+    how long a job stops at its next checkpoint and is sent again (default 300, half Dramatiq's time limit).
     """
 
     data_dir: Path = Path("var/data")
@@ -50,6 +51,7 @@ class WorkerSettings:
     org_resume_share: float = 0.75
     org_probe_seconds: float = 300.0
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
+    job_slice_seconds: float = 300.0
 
     @classmethod
     def from_env(cls) -> WorkerSettings:
@@ -65,4 +67,6 @@ class WorkerSettings:
             raise ValueError("CRMSYNC_ORG_RESUME_SHARE must be below CRMSYNC_ORG_PAUSE_SHARE")
         probe = _seconds("CRMSYNC_ORG_PROBE_SECONDS", cls.org_probe_seconds)
         timeout = _seconds("CRMSYNC_REQUEST_TIMEOUT", cls.request_timeout)
-        return cls(Path(os.environ.get("CRMSYNC_DATA_DIR") or cls.data_dir), shares, pause, resume, probe, timeout)
+        slice_s = _seconds("CRMSYNC_JOB_SLICE_SECONDS", cls.job_slice_seconds)
+        return cls(Path(os.environ.get("CRMSYNC_DATA_DIR") or cls.data_dir), shares, pause, resume, probe, timeout,
+                   slice_s)

@@ -120,14 +120,19 @@ def test_retry_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         RetryPolicy.from_env()
 
 
-def test_request_timeout_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CRMSYNC_REQUEST_TIMEOUT", raising=False)
-    assert WorkerSettings.from_env().request_timeout == 130.0
-    monkeypatch.setenv("CRMSYNC_REQUEST_TIMEOUT", "45")
-    assert WorkerSettings.from_env().request_timeout == 45.0
+@pytest.mark.parametrize(("variable", "field", "default"), [
+    ("CRMSYNC_REQUEST_TIMEOUT", "request_timeout", 130.0),
+    ("CRMSYNC_JOB_SLICE_SECONDS", "job_slice_seconds", 300.0),
+])
+def test_seconds_settings_from_env(monkeypatch: pytest.MonkeyPatch, variable: str, field: str,
+                                   default: float) -> None:
+    monkeypatch.delenv(variable, raising=False)
+    assert getattr(WorkerSettings.from_env(), field) == default
+    monkeypatch.setenv(variable, "45")
+    assert getattr(WorkerSettings.from_env(), field) == 45.0
     for bad in ("0", "-5", "soon", "inf", "nan"):
-        monkeypatch.setenv("CRMSYNC_REQUEST_TIMEOUT", bad)
-        with pytest.raises(ValueError, match="CRMSYNC_REQUEST_TIMEOUT="):
+        monkeypatch.setenv(variable, bad)
+        with pytest.raises(ValueError, match=f"{variable}="):
             WorkerSettings.from_env()
 
 
