@@ -22,7 +22,7 @@ from types import TracebackType
 
 import redis
 
-__all__ = ["EmbeddedRedis", "die_with_parent", "find_server_binary", "redis_url_or_embedded"]
+__all__ = ["EmbeddedRedis", "die_with_parent", "find_server_binary", "free_loopback_port", "redis_url_or_embedded"]
 
 _START_ATTEMPTS = 5
 _PR_SET_PDEATHSIG = 1
@@ -54,7 +54,8 @@ def find_server_binary() -> str:
     )
 
 
-def _free_loopback_port() -> int:
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -83,7 +84,7 @@ class EmbeddedRedis:
         last_error = ""
         # Another process may grab the port between our probe and the server's bind: try a few ports.
         for _ in range(_START_ATTEMPTS):
-            self.port = _free_loopback_port()
+            self.port = free_loopback_port()
             log_path = Path(self._dir.name) / "redis.log"
             self._proc = subprocess.Popen(
                 [

@@ -8,13 +8,33 @@ start their own redis-server on a free loopback port and stop it at the end.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from quota import keys
 from quota.embedded_redis import EmbeddedRedis
+
+POLL = 0.05  # seconds between two looks at a condition
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str,
+               detail: Callable[[], object] | None = None) -> Any:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` (and ``detail()``) after
+    ``timeout`` seconds. For waiting on what another thread or process does, never for time to pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = f": {detail()}" if detail is not None else ""
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
+        time.sleep(POLL)
+
 
 # 2026-11-29T12:00:00Z: tests that pass explicit times start mid-window, far from any reset.
 T0 = 1_795_953_600

@@ -6,24 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.conftest import wait_until
 from worker.pause import PauseStore
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)  # polling the running stack, not waiting for time to pass
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def processes_with(marker: str) -> list[int]:

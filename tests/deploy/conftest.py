@@ -10,7 +10,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from quota.embedded_redis import find_server_binary
+from quota.embedded_redis import find_server_binary, free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -56,13 +55,6 @@ def _server_version(binary: str) -> tuple[int, ...]:
     return tuple(int(g) for g in found.groups()) if found else (0,)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
     binary = find_server_binary()
@@ -76,7 +68,7 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
     rendered = render_acl(acl_file, passwords)
     assert rendered.returncode == 0, rendered.stderr
     for attempt in range(5):
-        port = _free_port()
+        port = free_loopback_port()
         process = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(workdir), "--aclfile", str(acl_file), "--logfile", str(workdir / "redis.log")],

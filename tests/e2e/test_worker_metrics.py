@@ -5,8 +5,8 @@ from __future__ import annotations
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import wait_until
 from tests.e2e.conftest import Tenant, Workers
-from tests.faults.conftest import wait_until
 from worker.metrics.server import build_registry, scrape
 
 

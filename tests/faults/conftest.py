@@ -11,11 +11,9 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,36 +24,14 @@ import redis
 
 from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
-from quota.embedded_redis import find_server_binary
+from quota.embedded_redis import find_server_binary, free_loopback_port
+from tests.conftest import wait_until
 from worker.connections import ConnectionStore
 from worker.jobstate import JobRecord, JobStore
 from worker.stack import stop_group
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 _names = itertools.count(1)
-POLL = 0.05  # seconds between two looks at a condition
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str,
-               detail: Callable[[], object] | None = None) -> Any:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` (and ``detail()``) after
-    ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            extra = f": {detail()}" if detail is not None else ""
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{extra}")
-        time.sleep(POLL)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RedisServer:
@@ -67,7 +43,7 @@ class RedisServer:
     def __init__(self, directory: Path) -> None:
         self.binary = find_server_binary()
         self.dir = directory
-        self.port = free_port()
+        self.port = free_loopback_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -15,7 +15,8 @@ from dramatiq import Message
 from emulator import EmulatorServer
 from quota import CreditBucket, InvalidLimit, InvalidTenant, keys
 from quota.errors import InvalidInput
-from tests.faults.conftest import Pool, Tenant, connect_tenant, crmsync, wait_until, worker_environment
+from tests.conftest import wait_until
+from tests.faults.conftest import Pool, Tenant, connect_tenant, crmsync, worker_environment
 from worker.actors import QUEUE, pull, push
 from worker.broker import NAMESPACE, broker
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for

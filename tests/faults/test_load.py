@@ -21,7 +21,8 @@ from emulator import EmulatorServer
 from quota import CreditBucket, keys
 from quota.scripts import CONFIGURE
 from quota.validation import parse_limit
-from tests.faults.conftest import Pool, Tenant, connect_tenant, wait_until, worker_environment
+from tests.conftest import wait_until
+from tests.faults.conftest import Pool, Tenant, connect_tenant, worker_environment
 from worker.enqueue import enqueue_pull, enqueue_push
 from worker.jobstate import TERMINAL
 from worker.pause import PauseStore

@@ -16,6 +16,7 @@ import pytest
 
 from emulator import EmulatorServer
 from quota import CreditBucket
+from tests.conftest import wait_until
 from tests.faults.conftest import (
     CRMSYNC,
     Pool,
@@ -24,7 +25,6 @@ from tests.faults.conftest import (
     broker_idle,
     connect_tenant,
     enqueue_elsewhere,
-    wait_until,
     worker_environment,
 )
 from worker.jobstate import TERMINAL

@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from emulator import EmulatorServer
-from tests.faults.conftest import Pool, connect_tenant, wait_until, worker_environment
+from tests.conftest import wait_until
+from tests.faults.conftest import Pool, connect_tenant, worker_environment
 from worker.enqueue import enqueue_pull, enqueue_push
 from worker.jobstate import TERMINAL
 

@@ -22,7 +22,8 @@ from dramatiq.brokers.redis import RedisBroker
 
 from emulator import EmulatorServer
 from quota import keys
-from tests.faults.conftest import Pool, Tenant, connect_tenant, wait_until, worker_environment
+from tests.conftest import wait_until
+from tests.faults.conftest import Pool, Tenant, connect_tenant, worker_environment
 from worker.actors import LOCK_TTL_S, QUEUE
 from worker.broker import NAMESPACE
 from worker.enqueue import enqueue_pull, enqueue_push

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from prometheus_client import REGISTRY
+
+from quota.embedded_redis import free_loopback_port
 
 
 def metric(kind: str, channel: str, outcome: str) -> float:
@@ -70,13 +71,6 @@ def hook_server() -> Iterator[HookServer]:
     server.server_close()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class MailServer:
     host: str
@@ -107,7 +101,7 @@ class MailServer:
 
 @pytest.fixture
 def mail_server() -> Iterator[MailServer]:
-    state = MailServer("127.0.0.1", free_port())
+    state = MailServer("127.0.0.1", free_loopback_port())
     controller = Controller(state, hostname=state.host, port=state.port, authenticator=state.authenticate,
                             auth_require_tls=False)
     controller.start()

@@ -16,8 +16,9 @@ from redis.retry import Retry
 from structlog.testing import capture_logs
 
 from quota import keys
+from quota.embedded_redis import free_loopback_port
 from tests.conftest import T0, FakeClock
-from tests.notifications.conftest import HookServer, free_port, metric
+from tests.notifications.conftest import HookServer, metric
 from worker.notifications import KINDS, ChannelStore, NotificationCenter, recent
 from worker.notify import Notifier
 
@@ -156,7 +157,7 @@ def test_log_line_and_secrets_kept_out(redis_client: redis.Redis) -> None:
 
 def test_redis_down_never_raises_and_still_logs() -> None:
     # No client-side retries: the test is about what notify does with the error, not how long redis-py tries.
-    dead = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=1, socket_timeout=1,
+    dead = redis.Redis(host="127.0.0.1", port=free_loopback_port(), socket_connect_timeout=1, socket_timeout=1,
                        retry=Retry(NoBackoff(), 0))
     center = NotificationCenter(dead)
     before = metric("job_failed", "stream", "failed")

@@ -16,7 +16,8 @@ from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
 from quota import keys
-from tests.notifications.conftest import HookServer, MailServer, free_port, metric
+from quota.embedded_redis import free_loopback_port
+from tests.notifications.conftest import HookServer, MailServer, metric
 from worker.broker import broker
 from worker.notifications import ChannelStore, EmailSettings, Notification, NotificationCenter
 from worker.notifications.delivery import QUEUE, InvalidDelivery, deliver, deliver_notification
@@ -90,7 +91,7 @@ def test_refused_webhook_is_not_retried(redis_client: redis.Redis, hook_server: 
 
 
 def test_unreachable_webhook_fails_without_leaking_the_url(redis_client: redis.Redis) -> None:
-    url = f"http://127.0.0.1:{free_port()}/hook?token=T0KEN"
+    url = f"http://127.0.0.1:{free_loopback_port()}/hook?token=T0KEN"
     sleeps = Sleeps()
     with capture_logs() as logs:
         assert not deliver(redis_client, notification("job_failed"),
@@ -209,7 +210,7 @@ def test_email_over_starttls(redis_client: redis.Redis, tmp_path: Path, monkeypa
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # our client verifies with the default trust store
-    mail = MailServer("127.0.0.1", free_port())
+    mail = MailServer("127.0.0.1", free_loopback_port())
     # The server only takes AUTH and mail after STARTTLS: a client that skipped it would be refused.
     controller = Controller(mail, hostname=mail.host, port=mail.port, authenticator=mail.authenticate,
                             tls_context=server_context, require_starttls=True)

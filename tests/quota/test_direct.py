@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 
 from quota import CreditBucket, QuotaUnavailable
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, wait_until
 
 LIMIT = 100_000
 NAME = "crmsync-meter-test"
@@ -27,14 +26,6 @@ def bucket(redis_url: str, redis_client: redis.Redis, clock: FakeClock) -> Itera
 
 def _meter_clients(admin: redis.Redis) -> list[dict[str, str]]:
     return [c for c in admin.client_list() if c.get("name") == NAME and c.get("cmd") == "evalsha"]
-
-
-def _until(condition: Callable[[], bool], what: str, deadline_s: float = 30.0) -> None:
-    # Waits for an event the server reports, not for an amount of time.
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_threads_draining_one_bucket_get_exactly_what_is_left(
@@ -83,7 +74,7 @@ def test_each_thread_has_its_own_connection_until_it_ends(
     assert len(_meter_clients(redis_client)) == 4
     parked_threads.set()
     # A thread's connection goes with it: worker threads that come and go leak nothing.
-    _until(lambda: len(_meter_clients(redis_client)) == 1, "the ended threads' connections to close")
+    wait_until(lambda: len(_meter_clients(redis_client)) == 1, 30, "the ended threads' connections to close")
 
 
 def test_a_connection_the_server_closed_is_replaced_before_it_is_used(
@@ -137,5 +128,5 @@ def test_close_closes_the_connections_of_every_thread(
 ) -> None:
     assert len(_meter_clients(redis_client)) == 4
     bucket.close()
-    _until(lambda: not _meter_clients(redis_client), "the server to see the connections close")
+    wait_until(lambda: not _meter_clients(redis_client), 30, "the server to see the connections close")
     assert bucket.take("acme", 1).granted  # and the bucket reconnects on its next take

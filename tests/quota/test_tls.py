@@ -11,8 +11,7 @@ import redis
 import trustme
 
 from quota import CreditBucket
-from quota.embedded_redis import find_server_binary
-from tests.faults.conftest import free_port
+from quota.embedded_redis import find_server_binary, free_loopback_port
 
 NAME = "crmsync-tls-test"
 
@@ -26,7 +25,7 @@ def tls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ca.cert_pem.write_to_path(str(base / "ca.pem"))
     cert.cert_chain_pems[0].write_to_path(str(base / "cert.pem"))
     cert.private_key_pem.write_to_path(str(base / "key.pem"))
-    port = free_port()
+    port = free_loopback_port()
     log = base / "redis.log"
     proc = subprocess.Popen(
         [find_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",

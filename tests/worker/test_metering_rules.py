@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -12,6 +10,7 @@ import requests
 import urllib3.exceptions
 
 from quota import keys
+from tests.conftest import wait_until
 from worker.metering import OrgUsage, OrgUsageCache, is_metered, never_sent, parse_limit_info
 from worker.retry import RetryPolicy, is_concurrency_limit, is_daily_org_limit, is_transient
 from worker.settings import WorkerSettings
@@ -186,21 +185,14 @@ def test_the_background_thread_shares_usage_both_ways(redis_client: redis.Redis)
     try:
         assert cache.get("acme") is None
         cache.record("acme", 2, 100, 2.0)  # written by the thread within max_age
-        _until(lambda: OrgUsage.read(redis_client, "acme") == OrgUsage(2, 100, 2.0), "the usage to be written")
+        wait_until(lambda: OrgUsage.read(redis_client, "acme") == OrgUsage(2, 100, 2.0), 30,
+                   "the usage to be written")
         redis_client.hset(keys.org_usage("acme"), mapping={"used": 7, "max": 100, "at": 7})  # another process
-        _until(lambda: cache.get("acme") == OrgUsage(7, 100, 7.0), "the other process's usage to be read")
+        wait_until(lambda: cache.get("acme") == OrgUsage(7, 100, 7.0), 30, "the other process's usage to be read")
         cache.record("acme", 8, 100, 8.0)
     finally:
         cache.close()  # a worker shutting down writes what is left
     assert OrgUsage.read(redis_client, "acme") == OrgUsage(8, 100, 8.0)
-
-
-def _until(condition: Callable[[], bool], what: str) -> None:
-    # Waits for what a thread does, not for an amount of time.
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def test_org_usage_survives_a_failed_write(redis_client: redis.Redis) -> None:
