@@ -8,13 +8,12 @@ re-queues dead workers' messages. Dramatiq's default of 1,000 leaves them waitin
 
 from __future__ import annotations
 
-import os
-
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from quota.settings import redis_url
 from worker.dead_letters import CrmsyncRedisBroker
+from worker.settings import positive_setting
 
 __all__ = ["NAMESPACE", "broker"]
 
@@ -22,21 +21,10 @@ __all__ = ["NAMESPACE", "broker"]
 NAMESPACE = "crmsync:broker"
 
 
-def _positive(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a positive number") from None
-    if value <= 0:
-        raise ValueError(f"{name}={raw!r}: expected a positive number")
-    return value
-
-
 broker = CrmsyncRedisBroker(  # type: ignore[no-untyped-call]
     url=redis_url(), namespace=NAMESPACE,
-    heartbeat_timeout=int(_positive("CRMSYNC_BROKER_HEARTBEAT_TIMEOUT", 60) * 1000),
-    maintenance_chance=int(min(_positive("CRMSYNC_BROKER_MAINTENANCE_CHANCE", 10_000), 1_000_000)),
+    heartbeat_timeout=int(positive_setting("CRMSYNC_BROKER_HEARTBEAT_TIMEOUT", 60) * 1000),
+    maintenance_chance=int(min(positive_setting("CRMSYNC_BROKER_MAINTENANCE_CHANCE", 10_000), 1_000_000)),
 )
 broker.add_middleware(CurrentMessage())
 dramatiq.set_broker(broker)

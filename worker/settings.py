@@ -8,7 +8,7 @@ from pathlib import Path
 
 from worker.metering import DEFAULT_REQUEST_TIMEOUT_S
 
-__all__ = ["WorkerSettings"]
+__all__ = ["WorkerSettings", "positive_setting"]
 
 
 def _share(name: str, default: float) -> float:
@@ -22,14 +22,16 @@ def _share(name: str, default: float) -> float:
     return value
 
 
-def _seconds(name: str, default: float) -> float:
+def positive_setting(name: str, default: float) -> float:
+    """The environment variable ``name`` as a finite number above 0, or ``default`` when it is unset or empty;
+    anything else is refused with a message naming the variable."""
     raw = os.environ.get(name)
     try:
         value = float(raw) if raw else default
     except ValueError:
         value = -1.0
     if not 0 < value < float("inf"):
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds above 0, such as {default:g}")
+        raise ValueError(f"{name}={raw!r}: expected a number above 0, such as {default:g}")
     return value
 
 
@@ -65,8 +67,8 @@ class WorkerSettings:
         resume = _share("CRMSYNC_ORG_RESUME_SHARE", cls.org_resume_share)
         if resume >= pause:
             raise ValueError("CRMSYNC_ORG_RESUME_SHARE must be below CRMSYNC_ORG_PAUSE_SHARE")
-        probe = _seconds("CRMSYNC_ORG_PROBE_SECONDS", cls.org_probe_seconds)
-        timeout = _seconds("CRMSYNC_REQUEST_TIMEOUT", cls.request_timeout)
-        slice_s = _seconds("CRMSYNC_JOB_SLICE_SECONDS", cls.job_slice_seconds)
+        probe = positive_setting("CRMSYNC_ORG_PROBE_SECONDS", cls.org_probe_seconds)
+        timeout = positive_setting("CRMSYNC_REQUEST_TIMEOUT", cls.request_timeout)
+        slice_s = positive_setting("CRMSYNC_JOB_SLICE_SECONDS", cls.job_slice_seconds)
         return cls(Path(os.environ.get("CRMSYNC_DATA_DIR") or cls.data_dir), shares, pause, resume, probe, timeout,
                    slice_s)
