@@ -9,7 +9,7 @@ import redis
 
 from bench.common import row, throughput
 from quota import CreditBucket
-from quota.embedded_redis import redis_url_or_embedded
+from worker.devstack.redis_server import redis_url_or_embedded
 
 TENANTS_FOR_MEMORY = 10_000
 TAKE_TARGET = 0.70

@@ -36,7 +36,7 @@ class Measured:
 
 def _measure(stack: Stack, tenant: BenchTenant, enqueue: Callable[[], str], pool: WorkerPool) -> Measured:
     """Run one job to its end and measure what it cost."""
-    from worker.jobstate import TERMINAL  # noqa: PLC0415 (after REDIS_URL is set)
+    from worker.jobs.state import TERMINAL  # noqa: PLC0415 (after REDIS_URL is set)
 
     credits_before, requests_before = tenant.used_credits(), tenant.counted_requests()
     started = time.perf_counter()

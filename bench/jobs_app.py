@@ -21,10 +21,10 @@ import requests
 
 from bench.jobs_bench import OFF_PREFIX
 from worker.app import actors, broker, delivery
-from worker.connections import Connection
-from worker.metering import MeteredSession
-from worker.runtime import Runtime
-from worker.salesforce import TenantSalesforce
+from worker.jobs.runtime import Runtime
+from worker.salesforce.client import TenantSalesforce
+from worker.salesforce.connections import Connection
+from worker.salesforce.session import MeteredSession
 
 __all__ = ["OFF_PREFIX", "UnmeteredSession", "actors", "broker", "delivery"]
 

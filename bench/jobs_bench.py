@@ -38,7 +38,7 @@ def _cpu(stack: Stack, pool: WorkerPool) -> float:
 def _round(stack: Stack, pool: WorkerPool, tenants: list[BenchTenant]) -> tuple[float, int, float]:
     """Queue one pull per tenant and object; return (jobs per second, credits charged, CPU seconds per job)."""
     from worker.enqueue import enqueue_pull  # noqa: PLC0415 (binds the broker to REDIS_URL)
-    from worker.jobstate import TERMINAL  # noqa: PLC0415
+    from worker.jobs.state import TERMINAL  # noqa: PLC0415
 
     credits_before = sum(t.used_credits() for t in tenants)
     cpu_before = _cpu(stack, pool)

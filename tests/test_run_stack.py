@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.conftest import wait_until
-from worker.pause import PauseStore
+from worker.jobs.parking import PauseStore
 
 
 def processes_with(marker: str) -> list[int]:

@@ -6,11 +6,11 @@ from worker.logs import configure_logging
 
 configure_logging()
 
-from worker import actors  # noqa: E402  (logging first, so actor modules log through it)
 from worker.broker import broker  # noqa: E402
+from worker.jobs import actors  # noqa: E402  (logging first, so actor modules log through it)
+from worker.jobs.resume import ResumerMiddleware  # noqa: E402
 from worker.metrics.middleware import install_worker_metrics  # noqa: E402
 from worker.notifications import delivery  # noqa: E402  (declares the crmsync-notify queue this app consumes)
-from worker.resume import ResumerMiddleware  # noqa: E402
 
 broker.add_middleware(ResumerMiddleware())
 install_worker_metrics(broker)  # before process boot; a no-op when PROMETHEUS_MULTIPROC_DIR is unset

@@ -11,9 +11,9 @@ import redis
 
 from quota import keys
 from quota.validation import validate_tenant
-from worker.jobstate import TERMINAL, JobRecord, JobStore
-from worker.push import check_records, store_records
-from worker.soql import check_name
+from worker.jobs.push import check_records, store_records
+from worker.jobs.state import TERMINAL, JobRecord, JobStore
+from worker.salesforce.soql import check_name
 
 __all__ = ["SETTLED", "active_pull", "enqueue_pull", "enqueue_push", "wait_for"]
 
@@ -37,7 +37,7 @@ def enqueue_pull(client: redis.Redis, tenant: str, sobject: str, fields: Sequenc
     A pull brings an object up to date, so while one is queued, running or parked for the same tenant and
     object, no second one is queued: its id is returned instead.
     """
-    from worker.actors import pull  # noqa: PLC0415 (importing the actors binds the broker on REDIS_URL)
+    from worker.jobs.actors import pull  # noqa: PLC0415 (importing the actors binds the broker on REDIS_URL)
 
     validate_tenant(tenant)
     check_name(sobject, "object")
@@ -62,7 +62,7 @@ def enqueue_push(
     client: redis.Redis, tenant: str, sobject: str, records: list[dict[str, Any]], external_id: str
 ) -> str:
     """Queue an upsert of ``records`` into ``sobject`` by ``external_id``; return the job id."""
-    from worker.actors import push  # noqa: PLC0415
+    from worker.jobs.actors import push  # noqa: PLC0415
 
     validate_tenant(tenant)
     check_name(sobject, "object")

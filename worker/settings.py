@@ -6,9 +6,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.metering import DEFAULT_REQUEST_TIMEOUT_S
+from worker.salesforce.session import DEFAULT_REQUEST_TIMEOUT_S
 
-__all__ = ["WorkerSettings", "positive_setting"]
+__all__ = ["DEFAULT_REDIS_URL", "WorkerSettings", "positive_setting", "redis_url"]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_url() -> str:
+    """``REDIS_URL`` (redis:// or rediss://, ACL user and password in the URL), else the local default."""
+    return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
 def _share(name: str, default: float) -> float:

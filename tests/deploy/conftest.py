@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from quota.embedded_redis import find_server_binary, free_loopback_port
+from worker.devstack.redis_server import find_server_binary, free_loopback_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

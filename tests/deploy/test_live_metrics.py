@@ -29,11 +29,11 @@ from quota import CreditBucket
 from tests.deploy.conftest import AclRedis
 from tests.deploy.promql import every_expr, matched_labels, metric_names
 from worker.broker import NAMESPACE
-from worker.connections import ConnectionStore
+from worker.devstack.processes import stop_group
 from worker.enqueue import wait_for
-from worker.jobstate import TERMINAL
-from worker.pause import PauseStore
-from worker.stack import stop_group
+from worker.jobs.parking import PauseStore
+from worker.jobs.state import TERMINAL
+from worker.salesforce.connections import ConnectionStore
 
 pytestmark = pytest.mark.slow
 

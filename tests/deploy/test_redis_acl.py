@@ -27,11 +27,11 @@ from quota import CreditBucket, QuotaUnavailable, keys
 from quota.scripts import METER
 from tests.deploy.conftest import AclRedis, render_acl
 from worker.broker import NAMESPACE
-from worker.connections import ConnectionStore
+from worker.jobs.parking import ParkedJob, PauseStore
 from worker.metrics.server import build_registry, scrape
-from worker.pause import ParkedJob, PauseStore
-from worker.scheduler import Scheduler
-from worker.schedules import ScheduleStore
+from worker.salesforce.connections import ConnectionStore
+from worker.scheduling.scheduler import Scheduler
+from worker.scheduling.schedules import ScheduleStore
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 # Only admins write these: the limit config and its audit, the tenant registry, connections, schedules and

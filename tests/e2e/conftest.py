@@ -19,10 +19,10 @@ import redis
 
 from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
-from worker.connections import ConnectionStore
+from worker.devstack.processes import stop_group
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
-from worker.jobstate import TERMINAL, JobRecord
-from worker.stack import stop_group
+from worker.jobs.state import TERMINAL, JobRecord
+from worker.salesforce.connections import ConnectionStore
 
 _names = itertools.count(1)
 

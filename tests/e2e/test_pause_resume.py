@@ -8,10 +8,10 @@ from typing import Any
 
 from quota import CreditBucket, keys
 from tests.e2e.conftest import Tenant, Workers
+from worker.cli.status import tenant_rows
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
+from worker.jobs.parking import PauseStore
 from worker.notifications import recent
-from worker.pause import PauseStore
-from worker.status_cli import tenant_rows
 
 
 def delivered_ids(workers: Workers, tenant: Tenant, sobject: str) -> list[str]:

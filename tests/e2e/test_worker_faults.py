@@ -17,13 +17,13 @@ from emulator import EmulatorServer
 from quota import CreditBucket
 from quota.errors import QuotaUnavailable
 from tests.e2e.conftest import Tenant, Workers
-from worker.actors import QUEUE, pull
 from worker.broker import NAMESPACE
 from worker.errors import AuthFailed, OrgLimitExceeded
-from worker.metering import MeteredSession
-from worker.oauth import AccessToken
-from worker.retry import RetryPolicy
-from worker.salesforce import CachedTokens, TenantSalesforce
+from worker.jobs.actors import QUEUE, pull
+from worker.salesforce.client import CachedTokens, TenantSalesforce
+from worker.salesforce.oauth import AccessToken
+from worker.salesforce.retry import RetryPolicy
+from worker.salesforce.session import MeteredSession
 
 
 def test_jobs_finish_after_tokens_expire(workers: Workers, make_tenant) -> None:

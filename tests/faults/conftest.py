@@ -24,11 +24,11 @@ import redis
 
 from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
-from quota.embedded_redis import find_server_binary, free_loopback_port
 from tests.conftest import wait_until
-from worker.connections import ConnectionStore
-from worker.jobstate import JobRecord, JobStore
-from worker.stack import stop_group
+from worker.devstack.processes import stop_group
+from worker.devstack.redis_server import find_server_binary, free_loopback_port
+from worker.jobs.state import JobRecord, JobStore
+from worker.salesforce.connections import ConnectionStore
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 _names = itertools.count(1)

@@ -17,9 +17,9 @@ from quota import CreditBucket, InvalidLimit, InvalidTenant, keys
 from quota.errors import InvalidInput
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, crmsync, worker_environment
-from worker.actors import QUEUE, pull, push
 from worker.broker import NAMESPACE, broker
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
+from worker.jobs.actors import QUEUE, pull, push
 
 BAD_LIMITS = ["99999", "0", "-100000", "100000.0", "1e6", "1_000_000", " 100000", "abc", "", "10000000000000001",
               "\uff11\uff10\uff10\uff10\uff10\uff10"]

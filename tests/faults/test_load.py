@@ -24,8 +24,8 @@ from quota.validation import parse_limit
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, worker_environment
 from worker.enqueue import enqueue_pull, enqueue_push
-from worker.jobstate import TERMINAL
-from worker.pause import PauseStore
+from worker.jobs.parking import PauseStore
+from worker.jobs.state import TERMINAL
 
 TENANTS = 10_000
 ACTIVE = 200

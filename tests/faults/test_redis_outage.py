@@ -27,7 +27,7 @@ from tests.faults.conftest import (
     enqueue_elsewhere,
     worker_environment,
 )
-from worker.jobstate import TERMINAL
+from worker.jobs.state import TERMINAL
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from emulator import EmulatorServer
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, connect_tenant, worker_environment
 from worker.enqueue import enqueue_pull, enqueue_push
-from worker.jobstate import TERMINAL
+from worker.jobs.state import TERMINAL
 
 RECORDS = 5_000  # 3 query pages of up to 2,000
 PUSHED = 500  # 3 collections of up to 200

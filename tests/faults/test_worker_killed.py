@@ -24,9 +24,9 @@ from emulator import EmulatorServer
 from quota import keys
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, worker_environment
-from worker.actors import LOCK_TTL_S, QUEUE
 from worker.broker import NAMESPACE
 from worker.enqueue import enqueue_pull, enqueue_push
+from worker.jobs.actors import LOCK_TTL_S, QUEUE
 
 RECORDS = 20_000  # 10 pages of 2,000
 PUSHED = 2_000  # 10 collections of 200

@@ -16,10 +16,10 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 
-from worker.metering import RequestEvent
 from worker.metrics.instruments import JOBS, NOTIFICATIONS
 from worker.metrics.middleware import install_worker_metrics
 from worker.metrics.observers import MetricsObserver
+from worker.salesforce.session import RequestEvent
 
 
 def request_event(**fields: Any) -> Any:

@@ -15,8 +15,8 @@ from prometheus_client import REGISTRY
 from quota import CreditBucket
 from tests.conftest import FakeClock
 from tests.metrics.procs import request_event
-from worker.metering import MeteredSession, OrgUsage
 from worker.metrics.observers import MetricsObserver, method_label, object_from_url, outcome_label
+from worker.salesforce.session import MeteredSession, OrgUsage
 
 BASE = "https://x.my.salesforce.com/services/data/v59.0"
 

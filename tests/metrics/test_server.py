@@ -17,10 +17,10 @@ import requests
 from quota import CreditBucket, keys
 from tests.conftest import FakeClock
 from tests.metrics.conftest import ROOT, Serve, families, http_scrape, run_proc, value
-from worker.metrics.cli import register
+from worker.cli.metrics import register
+from worker.jobs.parking import PauseStore
 from worker.metrics.collector import TENANT_GAUGES
 from worker.metrics.server import build_registry
-from worker.pause import PauseStore
 
 PROMTOOL = shutil.which("promtool")
 
@@ -73,7 +73,7 @@ def test_crmsync_metrics_command_serves_and_stops_on_sigterm(redis_client: redis
     CreditBucket(redis_client).set_limit("acme", 123_456, actor="test")
     run_proc(prom_dir, "requests", 2)
     env = {**os.environ, "REDIS_URL": redis_url, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir)}
-    process = subprocess.Popen([sys.executable, "-m", "worker.metrics.cli", "--port", "0"], cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, "-m", "worker.cli.metrics", "--port", "0"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -94,7 +94,7 @@ def test_crmsync_metrics_command_serves_and_stops_on_sigterm(redis_client: redis
 def test_crmsync_metrics_without_tenants_or_worker_dir(redis_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "REDIS_URL": redis_url}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    process = subprocess.Popen([sys.executable, "-m", "worker.metrics.cli", "--port", "0", "--no-tenants"],
+    process = subprocess.Popen([sys.executable, "-m", "worker.cli.metrics", "--port", "0", "--no-tenants"],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None

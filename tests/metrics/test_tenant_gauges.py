@@ -12,9 +12,9 @@ from redis.retry import Retry
 from quota import CreditBucket, keys
 from tests.conftest import FakeClock
 from tests.metrics.conftest import Serve, http_scrape, samples, value
+from worker.jobs.parking import ParkedJob, PauseStore
 from worker.metrics.collector import TenantCollector
 from worker.metrics.server import build_registry
-from worker.pause import ParkedJob, PauseStore
 
 
 def _park(store: PauseStore, tenant: str, n: int, reason: Any = "quota_exhausted") -> None:

@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from prometheus_client import REGISTRY
 
-from quota.embedded_redis import free_loopback_port
+from worker.devstack.redis_server import free_loopback_port
 
 
 def metric(kind: str, channel: str, outcome: str) -> float:

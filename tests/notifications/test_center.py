@@ -16,11 +16,11 @@ from redis.retry import Retry
 from structlog.testing import capture_logs
 
 from quota import keys
-from quota.embedded_redis import free_loopback_port
 from tests.conftest import T0, FakeClock
 from tests.notifications.conftest import HookServer, metric
+from worker.devstack.redis_server import free_loopback_port
 from worker.notifications import KINDS, ChannelStore, NotificationCenter, recent
-from worker.notify import Notifier
+from worker.notifications.notifier import Notifier
 
 # Spawned processes each raise the same notification once every one of them is ready to.
 _RACER = """

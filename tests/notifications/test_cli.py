@@ -12,8 +12,8 @@ import redis
 from quota import keys
 from quota.errors import InvalidInput
 from worker.cli import CommandError
+from worker.cli.notify import register
 from worker.notifications import NotificationCenter
-from worker.notifications.cli import register
 
 PASSWORD = "smtp-pass-0123456789"
 HOOK = "https://hooks.example.test/services/T1?token=S3CRET"

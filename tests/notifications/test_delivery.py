@@ -16,9 +16,9 @@ from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
 from quota import keys
-from quota.embedded_redis import free_loopback_port
 from tests.notifications.conftest import HookServer, MailServer, metric
 from worker.broker import broker
+from worker.devstack.redis_server import free_loopback_port
 from worker.notifications import ChannelStore, EmailSettings, Notification, NotificationCenter
 from worker.notifications.delivery import QUEUE, InvalidDelivery, deliver, deliver_notification
 

@@ -11,7 +11,7 @@ import redis
 import trustme
 
 from quota import CreditBucket
-from quota.embedded_redis import find_server_binary, free_loopback_port
+from worker.devstack.redis_server import find_server_binary, free_loopback_port
 
 NAME = "crmsync-tls-test"
 

@@ -8,13 +8,13 @@ from typing import Any, cast
 
 import redis
 
-import worker.actors  # noqa: F401 (binds the broker to REDIS_URL before anything is enqueued)
+import worker.jobs.actors  # noqa: F401 (binds the broker to REDIS_URL before anything is enqueued)
 from quota import keys
 from tests.conftest import FakeClock
-from worker.actors import QUEUE
 from worker.broker import NAMESPACE
-from worker.jobstate import TERMINAL, JobStore
-from worker.schedules import ScheduleStore
+from worker.jobs.actors import QUEUE
+from worker.jobs.state import TERMINAL, JobStore
+from worker.scheduling.schedules import ScheduleStore
 
 QUEUE_KEY = f"{NAMESPACE}:{QUEUE}"
 TENANTS = ("acme", "globex", "initech", "umbrella")

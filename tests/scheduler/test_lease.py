@@ -11,7 +11,7 @@ import redis
 from quota import keys
 from tests.conftest import FakeClock
 from tests.scheduler.helpers import MEMBERS, finish_all_jobs, pulls_by_member, queued_messages, schedule_all
-from worker.scheduler import Scheduler, TickReport
+from worker.scheduling.scheduler import Scheduler, TickReport
 
 
 def instance(client: redis.Redis, clock: FakeClock, name: str) -> Scheduler:

@@ -12,10 +12,10 @@ import redis
 from quota import keys
 from quota.errors import InvalidInput
 from worker.cli import CommandError
+from worker.cli.schedule import register
 from worker.enqueue import enqueue_pull
-from worker.pause import PauseStore
-from worker.schedule_cli import register
-from worker.schedules import format_interval, parse_interval
+from worker.jobs.parking import PauseStore
+from worker.scheduling.schedules import format_interval, parse_interval
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

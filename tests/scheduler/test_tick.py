@@ -13,10 +13,10 @@ from quota.errors import InvalidInput
 from tests.conftest import T0, FakeClock
 from tests.scheduler.helpers import finish_all_jobs, pulls_by_member, queued_messages
 from worker.enqueue import active_pull
-from worker.jobstate import JobState, JobStore
-from worker.pause import PauseStore
-from worker.scheduler import Scheduler, next_due
-from worker.schedules import ScheduleStore
+from worker.jobs.parking import PauseStore
+from worker.jobs.state import JobState, JobStore
+from worker.scheduling.scheduler import Scheduler, next_due
+from worker.scheduling.schedules import ScheduleStore
 
 
 def scheduler(client: redis.Redis, clock: FakeClock, name: str = "a", **kwargs: object) -> Scheduler:

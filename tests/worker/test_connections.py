@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from quota import keys
 from quota.errors import InvalidInput, InvalidTenant
-from worker import connections
-from worker.connections import Connection, ConnectionStore
 from worker.errors import ConnectionRefused, NotConnected, WorkerError
+from worker.salesforce import connections
+from worker.salesforce.connections import Connection, ConnectionStore
 
 SECRET = "s3cr3t-client-secret-value-0123456789"
 REFRESH = "5Aep-refresh-token-value-9876543210"

@@ -12,7 +12,7 @@ import redis
 
 from quota.errors import InvalidInput
 from worker.cli import CommandError
-from worker.connections_cli import register
+from worker.cli.connect import register
 from worker.errors import ConnectionRefused
 
 SECRET = "cli-secret-value-abcdef0123456789"

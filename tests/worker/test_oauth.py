@@ -14,9 +14,9 @@ import requests
 from structlog.testing import capture_logs
 
 from emulator import EmulatorServer, OrgInfo
-from worker.connections import Connection, ConnectionStore
 from worker.errors import AuthFailed, WorkerError
-from worker.oauth import JWT_LIFETIME_S, AccessToken, TokenClient
+from worker.salesforce.connections import Connection, ConnectionStore
+from worker.salesforce.oauth import JWT_LIFETIME_S, AccessToken, TokenClient
 
 
 class OffsetClock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from worker.pull import PullCheckpoint
+from worker.jobs.pull import PullCheckpoint
 
 
 def rec(record_id: str, stamp: str) -> dict[str, str]:

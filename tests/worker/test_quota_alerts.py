@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quota import Grant
-from worker.quota_alerts import QuotaAlerts
+from worker.notifications.quota_warnings import QuotaAlerts
 
 
 class Recorder:

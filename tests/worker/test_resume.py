@@ -8,9 +8,9 @@ import redis
 
 from quota import CreditBucket, keys
 from tests.conftest import T0, FakeClock
-from worker.notify import LogNotifier
-from worker.pause import ParkedJob, PauseStore
-from worker.resume import Resumer, ResumerSettings
+from worker.jobs.parking import ParkedJob, PauseStore
+from worker.jobs.resume import Resumer, ResumerSettings
+from worker.notifications.notifier import LogNotifier
 
 MIDNIGHT = T0 + 12 * 3600
 

@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import structlog
 
-from worker.metering import RequestEvent
 from worker.metrics.instruments import API_REQUEST_DURATION, API_REQUESTS, CREDITS_CHARGED, CREDITS_REFUNDED
+from worker.salesforce.session import RequestEvent
 
 __all__ = [
     "EXACT_STATUSES",

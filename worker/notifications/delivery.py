@@ -20,13 +20,13 @@ import redis
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from quota.settings import redis_url
 from worker.broker import broker  # noqa: F401 (the broker must exist before actors are declared)
 from worker.metrics.instruments import NOTIFICATIONS
 from worker.notifications.channels import Channels, ChannelStore
 from worker.notifications.model import DeliveryFailed, Notification
 from worker.notifications.smtp import send_email
 from worker.notifications.webhook import post_webhook
+from worker.settings import redis_url
 
 __all__ = [
     "ACTOR_NAME",

@@ -25,15 +25,15 @@ from quota.bucket import Status
 from quota.errors import InvalidInput, QuotaExhausted
 from quota.validation import validate_tenant
 from worker.broker import broker  # the broker must exist before actors are declared
-from worker.connections import Connection
 from worker.errors import AuthFailed, InvalidJob, JobBusy, NotConnected, OrgLimitExceeded, SliceEnded
+from worker.jobs.parking import ParkedJob, PauseReason
+from worker.jobs.pull import run_pull
+from worker.jobs.push import run_push
+from worker.jobs.runtime import Runtime, get_runtime
 from worker.metrics.instruments import JOBS
-from worker.pause import ParkedJob, PauseReason
-from worker.pull import run_pull
-from worker.push import run_push
-from worker.runtime import Runtime, get_runtime
-from worker.salesforce import TenantSalesforce
-from worker.soql import check_name
+from worker.salesforce.client import TenantSalesforce
+from worker.salesforce.connections import Connection
+from worker.salesforce.soql import check_name
 
 __all__ = ["MAX_RETRIES", "QUEUE", "PullJob", "PushJob", "pull", "push"]
 

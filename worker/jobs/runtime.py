@@ -12,20 +12,19 @@ from typing import Any
 import redis
 
 from quota.bucket import CreditBucket
-from quota.settings import redis_url
-from worker.connections import Connection, ConnectionStore
-from worker.jobstate import JobStore
-from worker.metering import MeteredSession, MeteringObserver, OrgUsageCache
+from worker.jobs.parking import PauseStore
+from worker.jobs.sink import JsonlSink, Sink
+from worker.jobs.state import JobStore
 from worker.metrics.observers import MetricsObserver
 from worker.notifications import NotificationCenter
-from worker.notify import LogNotifier, Notifier
-from worker.oauth import TokenClient
-from worker.pause import PauseStore
-from worker.quota_alerts import QuotaAlerts
-from worker.retry import RetryPolicy
-from worker.salesforce import CachedTokens, TenantSalesforce
-from worker.settings import WorkerSettings
-from worker.sink import JsonlSink, Sink
+from worker.notifications.notifier import LogNotifier, Notifier
+from worker.notifications.quota_warnings import QuotaAlerts
+from worker.salesforce.client import CachedTokens, TenantSalesforce
+from worker.salesforce.connections import Connection, ConnectionStore
+from worker.salesforce.oauth import TokenClient
+from worker.salesforce.retry import RetryPolicy
+from worker.salesforce.session import MeteredSession, MeteringObserver, OrgUsageCache
+from worker.settings import WorkerSettings, redis_url
 
 __all__ = ["Runtime", "get_runtime", "notification_center"]
 

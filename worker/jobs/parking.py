@@ -3,7 +3,7 @@
 A tenant pauses when its credits run out, when its Salesforce org's own limit is near or reached, or when
 its credentials fail. Its jobs then park: they wait in ``crmsync:{T}:parked`` in the order they were first
 queued (scored by their enqueue sequence), not in worker memory and not as long broker delays, and they are
-neither failures nor retries. ``worker.resume`` puts them back in the queue when the tenant may go on.
+neither failures nor retries. ``worker.jobs.resume`` puts them back in the queue when the tenant may go on.
 """
 
 from __future__ import annotations

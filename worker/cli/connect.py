@@ -7,8 +7,8 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from worker.cli_support import cli_redis
-from worker.connections import Connection, ConnectionStore
+from worker.cli.support import cli_redis
+from worker.salesforce.connections import Connection, ConnectionStore
 
 __all__ = ["connection_store", "register"]
 

@@ -23,11 +23,11 @@ from rich.console import Console
 from rich.live import Live
 
 from quota.bucket import CreditBucket
-from quota.embedded_redis import redis_url_or_embedded
-from worker.connections import ConnectionStore
-from worker.liveview import BurnRates, Snapshot, plain_lines, render
-from worker.schedules import ScheduleStore
-from worker.stack import ProcessStack, StartFailed
+from worker.devstack.liveview import BurnRates, Snapshot, plain_lines, render
+from worker.devstack.processes import ProcessStack, StartFailed
+from worker.devstack.redis_server import redis_url_or_embedded
+from worker.salesforce.connections import ConnectionStore
+from worker.scheduling.schedules import ScheduleStore
 
 __all__ = ["DEMO_TENANTS", "register"]
 

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import redis
 
-from quota.settings import redis_url
+from worker.settings import redis_url
 
 __all__ = ["CLI_TIMEOUT_S", "EXIT_FAILURE", "EXIT_USAGE", "CommandError", "cli_redis", "redis_client"]
 

@@ -6,7 +6,7 @@ written (as Marketo Measure does), so production data never flows into a sandbox
 
 Secrets (client secret, JWT private key, refresh token) are never stored: only a reference to where they live
 (``file:/abs/path`` or ``env:NAME``), checked for readability at connect time and read again when a token is
-needed. Access tokens are never stored either (see ``worker.oauth``).
+needed. Access tokens are never stored either (see ``worker.salesforce.oauth``).
 """
 
 from __future__ import annotations

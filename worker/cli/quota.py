@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quota.bucket import AuditEntry, CreditBucket, Status
-from quota.settings import redis_url
+from worker.settings import redis_url
 
 __all__ = ["connect_bucket", "register", "status_dict"]
 

@@ -12,9 +12,9 @@ from types import FrameType
 
 import redis
 
-from quota.settings import redis_url
 from worker.metrics.multiprocess import ENV, multiproc_dir
 from worker.metrics.server import DEFAULT_HOST, DEFAULT_PORT, build_registry, serve
+from worker.settings import redis_url
 
 __all__ = ["main", "register"]
 
@@ -67,7 +67,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``metrics`` on its own (``python -m worker.metrics.cli``), for before it is registered in ``crmsync``."""
+    """Run ``metrics`` on its own (``python -m worker.cli.metrics``), for before it is registered in ``crmsync``."""
     parser = argparse.ArgumentParser(prog="crmsync")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["metrics", *(sys.argv[1:] if argv is None else argv)])

@@ -11,9 +11,8 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.middleware import CurrentMessage
 
-from quota.settings import redis_url
-from worker.dead_letters import CrmsyncRedisBroker
-from worker.settings import positive_setting
+from worker.broker.redis import CrmsyncRedisBroker
+from worker.settings import positive_setting, redis_url
 
 __all__ = ["NAMESPACE", "broker"]
 

@@ -32,8 +32,8 @@ import structlog
 from quota import keys
 from quota.errors import InvalidInput
 from worker.enqueue import active_pull, enqueue_pull
-from worker.pause import PauseStore
-from worker.schedules import MIN_INTERVAL_S, check_stored_interval, parse_member
+from worker.jobs.parking import PauseStore
+from worker.scheduling.schedules import MIN_INTERVAL_S, check_stored_interval, parse_member
 
 __all__ = ["DueEntry", "Scheduler", "TickReport", "default_instance_id", "next_due"]
 

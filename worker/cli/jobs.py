@@ -12,9 +12,9 @@ from typing import Any
 import redis
 
 from quota.errors import InvalidInput
-from worker.cli_support import redis_client
+from worker.cli.support import redis_client
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
-from worker.jobstate import JobRecord
+from worker.jobs.state import JobRecord
 from worker.metrics.multiprocess import prepare_multiproc_dir
 
 __all__ = ["register"]

@@ -15,12 +15,12 @@ from typing import Any
 import redis
 
 from quota.errors import InvalidInput
-from worker.cli_support import EXIT_FAILURE, cli_redis, redis_client
+from worker.cli.support import EXIT_FAILURE, cli_redis, redis_client
 from worker.enqueue import active_pull
+from worker.jobs.parking import PauseStore
 from worker.logs import configure_logging
-from worker.pause import PauseStore
-from worker.scheduler import DEFAULT_LEASE_TTL_S, DEFAULT_TICK_S, Scheduler
-from worker.schedules import Schedule, ScheduleStore, format_interval, parse_interval
+from worker.scheduling.scheduler import DEFAULT_LEASE_TTL_S, DEFAULT_TICK_S, Scheduler
+from worker.scheduling.schedules import Schedule, ScheduleStore, format_interval, parse_interval
 
 __all__ = ["register", "schedule_rows"]
 

@@ -18,9 +18,9 @@ import structlog
 from quota import keys
 from quota.errors import InvalidInput
 from worker.errors import SliceEnded
-from worker.jobstate import JOB_TTL_S, JobStore
-from worker.salesforce import TenantSalesforce
-from worker.soql import check_name
+from worker.jobs.state import JOB_TTL_S, JobStore
+from worker.salesforce.client import TenantSalesforce
+from worker.salesforce.soql import check_name
 
 __all__ = ["BATCH", "MAX_RECORDS", "PushResult", "check_records", "run_push", "store_records"]
 

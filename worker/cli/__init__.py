@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from quota.errors import InvalidInput, QuotaUnavailable
-from worker.cli_support import EXIT_FAILURE, EXIT_USAGE, CommandError
+from worker.cli.support import EXIT_FAILURE, EXIT_USAGE, CommandError
 
 __all__ = ["CommandError", "main"]
 
@@ -19,14 +19,14 @@ __all__ = ["CommandError", "main"]
 def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
     # Imported here so `crmsync --help` stays fast and each area owns its own commands.
     from emulator.cli import register as emulator_commands  # noqa: PLC0415
-    from quota.cli import register as quota_commands  # noqa: PLC0415
-    from worker.connections_cli import register as connection_commands  # noqa: PLC0415
-    from worker.jobs_cli import register as job_commands  # noqa: PLC0415
-    from worker.metrics.cli import register as metrics_commands  # noqa: PLC0415
-    from worker.notifications.cli import register as notification_commands  # noqa: PLC0415
-    from worker.run import register as run_commands  # noqa: PLC0415
-    from worker.schedule_cli import register as schedule_commands  # noqa: PLC0415
-    from worker.status_cli import register as status_commands  # noqa: PLC0415
+    from worker.cli.connect import register as connection_commands  # noqa: PLC0415
+    from worker.cli.jobs import register as job_commands  # noqa: PLC0415
+    from worker.cli.metrics import register as metrics_commands  # noqa: PLC0415
+    from worker.cli.notify import register as notification_commands  # noqa: PLC0415
+    from worker.cli.quota import register as quota_commands  # noqa: PLC0415
+    from worker.cli.schedule import register as schedule_commands  # noqa: PLC0415
+    from worker.cli.status import register as status_commands  # noqa: PLC0415
+    from worker.devstack.run import register as run_commands  # noqa: PLC0415
 
     return [run_commands, status_commands, quota_commands, connection_commands, job_commands,
             schedule_commands, notification_commands, metrics_commands, emulator_commands]

@@ -24,8 +24,8 @@ import structlog
 
 from quota import keys
 from quota.bucket import CreditBucket
-from worker.notify import Notifier
-from worker.pause import ParkedJob, PauseState, PauseStore
+from worker.jobs.parking import ParkedJob, PauseState, PauseStore
+from worker.notifications.notifier import Notifier
 
 __all__ = ["Resumer", "ResumerMiddleware", "ResumerSettings", "make_resumer", "send_parked"]
 
@@ -150,7 +150,7 @@ def send_parked(job: ParkedJob, delay_ms: int) -> None:
 
 def make_resumer() -> Resumer:
     """The resumer of this worker process, on its runtime."""
-    from worker.runtime import get_runtime  # noqa: PLC0415 (the runtime imports this module's users)
+    from worker.jobs.runtime import get_runtime  # noqa: PLC0415 (the runtime imports this module's users)
 
     runtime = get_runtime()
     settings = ResumerSettings(probe_interval_seconds=runtime.settings.org_probe_seconds,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quota.bucket import Grant
-from worker.notify import Notifier
+from worker.notifications.notifier import Notifier
 
 __all__ = ["QuotaAlerts"]
 

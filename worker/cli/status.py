@@ -9,11 +9,11 @@ from typing import Any
 import redis
 
 from quota.bucket import CreditBucket
-from quota.cli import connect_bucket, status_dict
 from quota.errors import QuotaUnavailable
 from quota.validation import validate_tenant
-from worker.metering import OrgUsage
-from worker.pause import PauseStore
+from worker.cli.quota import connect_bucket, status_dict
+from worker.jobs.parking import PauseStore
+from worker.salesforce.session import OrgUsage
 
 __all__ = ["print_status", "register", "tenant_rows"]
 
@@ -76,9 +76,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from worker.resume import Resumer, send_parked  # noqa: PLC0415 (binds the broker only for this command)
-    from worker.runtime import Runtime, notification_center  # noqa: PLC0415
-    from worker.sink import JsonlSink  # noqa: PLC0415
+    from worker.jobs.resume import Resumer, send_parked  # noqa: PLC0415 (binds the broker only for this command)
+    from worker.jobs.runtime import Runtime, notification_center  # noqa: PLC0415
+    from worker.jobs.sink import JsonlSink  # noqa: PLC0415
 
     validate_tenant(args.tenant)
     bucket = connect_bucket()

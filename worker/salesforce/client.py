@@ -12,9 +12,9 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceRefusedRequest
 
 from worker.errors import AuthFailed, OrgLimitExceeded
-from worker.metering import MeteredSession
-from worker.oauth import AccessToken
-from worker.retry import RetryPolicy, is_daily_org_limit, salesforce_error_code
+from worker.salesforce.oauth import AccessToken
+from worker.salesforce.retry import RetryPolicy, is_daily_org_limit, salesforce_error_code
+from worker.salesforce.session import MeteredSession
 
 __all__ = ["API_VERSION", "CachedTokens", "TenantSalesforce", "TokenSource"]
 
@@ -24,7 +24,7 @@ log = structlog.get_logger("crmsync.salesforce")
 
 
 class TokenSource(Protocol):
-    """Where access tokens come from (``worker.oauth.TokenClient`` in production)."""
+    """Where access tokens come from (``worker.salesforce.oauth.TokenClient`` in production)."""
 
     def fetch(self) -> AccessToken: ...
 

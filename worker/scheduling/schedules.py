@@ -3,7 +3,7 @@
 ``crmsync:schedules`` maps ``TENANT/OBJECT`` to an interval in whole seconds; ``crmsync:schedule:due`` scores
 the same member by the epoch second its next pull is due. Both are written together in one transaction, so
 a scheduler never sees a schedule without its due time (or the reverse) because of a half-finished change.
-The scheduler (``worker.scheduler``) reads them; admins change them live with ``crmsync schedule``.
+The scheduler (``worker.scheduling.scheduler``) reads them; admins change them live with ``crmsync schedule``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import redis
 from quota import keys
 from quota.errors import InvalidInput
 from quota.validation import validate_tenant
-from worker.soql import check_name
+from worker.salesforce.soql import check_name
 
 __all__ = [
     "MAX_INTERVAL_S",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from quota.embedded_redis import die_with_parent
+from worker.devstack.redis_server import die_with_parent
 
 __all__ = ["ProcessStack", "StartFailed", "stop_group"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from quota.errors import InvalidInput
 from quota.validation import validate_tenant
-from worker.cli_support import cli_redis
+from worker.cli.support import cli_redis
 from worker.notifications.center import recent
 from worker.notifications.channels import Channels, ChannelStore, EmailSettings, password_ref, redact_url
 

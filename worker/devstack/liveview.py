@@ -19,8 +19,8 @@ from rich.text import Text
 
 from quota import keys
 from quota.bucket import CreditBucket
+from worker.cli.status import tenant_rows
 from worker.notifications import Notification, recent
-from worker.status_cli import tenant_rows
 
 __all__ = ["BurnRates", "Snapshot", "plain_lines", "render"]
 

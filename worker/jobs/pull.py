@@ -21,10 +21,10 @@ from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceR
 
 from quota import keys
 from worker.errors import SliceEnded
-from worker.jobstate import JobStore
-from worker.salesforce import TenantSalesforce
-from worker.sink import Sink
-from worker.soql import pull_query
+from worker.jobs.sink import Sink
+from worker.jobs.state import JobStore
+from worker.salesforce.client import TenantSalesforce
+from worker.salesforce.soql import pull_query
 
 __all__ = ["PullCheckpoint", "PullResult", "run_pull"]
 

@@ -21,8 +21,8 @@ import jwt
 import requests
 import structlog
 
-from worker.connections import Connection
 from worker.errors import AuthFailed
+from worker.salesforce.connections import Connection
 from worker.secrets import SecretUnavailable, read_secret
 
 __all__ = ["JWT_BEARER_GRANT", "JWT_LIFETIME_S", "AccessToken", "TokenClient"]
