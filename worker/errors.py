@@ -3,19 +3,26 @@
 ::
 
     WorkerError
-     ├── ConnectionRefused (quota.errors.InvalidInput)   refused ``connect`` input; nothing was written
-     ├── NotConnected                                    the tenant has no (readable) connection
-     ├── AuthFailed                                      no access token: the token endpoint refused, a secret
-     │                                                   could not be read, or the endpoint could not be reached
-     ├── OrgLimitExceeded                                Salesforce refused with 403 REQUEST_LIMIT_EXCEEDED for the
-     │                                                   org's rolling 24-hour limit (never retried)
-     ├── InvalidJob (quota.errors.InvalidInput)          a malformed job message: dead-lettered, never retried
-     ├── JobBusy                                         another job holds the tenant's object: sent again later
-     └── SliceEnded                                      a long job used its time slice: checkpointed, sent again
+     ├── ConnectionRefused (quota.errors.InvalidInput)  refused ``connect`` input; nothing was written
+     ├── InvalidName (quota.errors.InvalidInput)        an object or field name outside Salesforce's naming rules
+     ├── InvalidInterval (quota.errors.InvalidInput)    a schedule interval that is not a whole number of s/m/h/d
+     ├── InvalidJob (quota.errors.InvalidInput)         a malformed job message: dead-lettered, never retried
+     ├── InvalidDelivery (quota.errors.InvalidInput)    a malformed notification delivery: dead-lettered
+     ├── CommandError                                   a ``crmsync`` command's one-line refusal; carries the exit code
+     ├── SecretUnavailable                              a referenced secret is missing, unreadable or empty
+     ├── NotConnected                                   the tenant has no (readable) connection
+     ├── AuthFailed                                     no access token: the token endpoint refused, a secret
+     │                                                  could not be read, or the endpoint could not be reached
+     ├── OrgLimitExceeded                               Salesforce refused with 403 REQUEST_LIMIT_EXCEEDED for the
+     │                                                  org's rolling 24-hour limit (never retried)
+     ├── DeliveryFailed                                 one webhook or email delivery attempt failed
+     ├── JobBusy                                        another job holds the tenant's object: sent again later
+     ├── SliceEnded                                     a long job used its time slice: checkpointed, sent again
+     └── StartFailed (RuntimeError)                     a process of ``crmsync run`` exited or never became ready
 
-``ConnectionRefused`` is also an ``InvalidInput`` (a ``ValueError``), so the ``crmsync`` command prints its
-one-line message and exits 2. No message ever carries a secret or a token: only references to where a
-secret lives (``file:/path`` or ``env:NAME``).
+The ``InvalidInput`` ones are ``ValueError`` s, so the ``crmsync`` command prints their one-line message and
+exits 2. No message ever carries a secret or a token: only references to where a secret lives (``file:/path``
+or ``env:NAME``), and webhooks by id.
 """
 
 from __future__ import annotations
@@ -23,15 +30,27 @@ from __future__ import annotations
 from quota.errors import InvalidInput
 
 __all__ = [
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
     "AuthFailed",
+    "CommandError",
     "ConnectionRefused",
+    "DeliveryFailed",
+    "InvalidDelivery",
+    "InvalidInterval",
     "InvalidJob",
+    "InvalidName",
     "JobBusy",
     "NotConnected",
     "OrgLimitExceeded",
+    "SecretUnavailable",
     "SliceEnded",
+    "StartFailed",
     "WorkerError",
 ]
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
 
 
 class WorkerError(Exception):
@@ -40,6 +59,34 @@ class WorkerError(Exception):
 
 class ConnectionRefused(WorkerError, InvalidInput):
     """``connect`` input that is refused (bad URL, missing secret, sandbox after production...); nothing was written."""
+
+
+class InvalidName(WorkerError, InvalidInput):
+    """An sObject or field name that is not a valid Salesforce API name."""
+
+
+class InvalidInterval(WorkerError, InvalidInput):
+    """A schedule interval outside the allowed range or format."""
+
+
+class InvalidJob(WorkerError, InvalidInput):
+    """A job message whose arguments are malformed; it fails at once into the dead-letter queue."""
+
+
+class InvalidDelivery(WorkerError, InvalidInput):
+    """A delivery message that can never be delivered (bad shape): dead-lettered, not retried."""
+
+
+class CommandError(WorkerError):
+    """A command handler's clear, one-line refusal; ``exit_code`` is what the process exits with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class SecretUnavailable(WorkerError):
+    """A referenced secret is missing, unreadable or empty. The message names the reference only."""
 
 
 class NotConnected(WorkerError):
@@ -72,8 +119,15 @@ class OrgLimitExceeded(WorkerError):
         super().__init__(f"Salesforce org of tenant {tenant!r} is over its daily API request limit: {detail}")
 
 
-class InvalidJob(WorkerError, InvalidInput):
-    """A job message whose arguments are malformed; it fails at once into the dead-letter queue."""
+class DeliveryFailed(WorkerError):
+    """One delivery attempt failed. ``permanent`` failures (a refused request) are not retried.
+
+    The message never holds a secret: it names the channel, never a full URL or a password.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class JobBusy(WorkerError):
@@ -83,3 +137,7 @@ class JobBusy(WorkerError):
 class SliceEnded(WorkerError):
     """A long job ran for its time slice (``CRMSYNC_JOB_SLICE_SECONDS``); its checkpoint is saved and it is sent
     again at once, so no job runs into Dramatiq's time limit, which would interrupt it anywhere."""
+
+
+class StartFailed(WorkerError, RuntimeError):
+    """A child process exited or did not become ready; the message names it and its log file."""

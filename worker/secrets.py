@@ -10,15 +10,14 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["SecretUnavailable", "env_ref", "file_ref", "read_secret"]
+from worker.errors import SecretUnavailable
+
+__all__ = ["env_ref", "file_ref", "read_secret"]
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Secrets are small (a key PEM is a few kB); a bound keeps a wrong path (a disk image, /dev/zero) from hanging us.
 _MAX_SECRET_BYTES = 64 * 1024
 
-
-class SecretUnavailable(Exception):
-    """A referenced secret is missing, unreadable or empty. The message names the reference only."""
 
 
 def file_ref(path: str) -> str:

@@ -11,8 +11,8 @@ import redis
 
 from quota import keys
 from quota.errors import InvalidInput
-from worker.cli import CommandError
 from worker.cli.notify import register
+from worker.errors import CommandError
 from worker.notifications import NotificationCenter
 
 PASSWORD = "smtp-pass-0123456789"

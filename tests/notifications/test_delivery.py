@@ -19,8 +19,9 @@ from quota import keys
 from tests.notifications.conftest import HookServer, MailServer, metric
 from worker.broker import broker
 from worker.devstack.redis_server import free_loopback_port
+from worker.errors import InvalidDelivery
 from worker.notifications import ChannelStore, EmailSettings, Notification, NotificationCenter
-from worker.notifications.delivery import QUEUE, InvalidDelivery, deliver, deliver_notification
+from worker.notifications.delivery import QUEUE, deliver, deliver_notification
 
 PASSWORD = "smtp-pass-0123456789"
 

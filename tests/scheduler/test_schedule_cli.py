@@ -11,9 +11,9 @@ import redis
 
 from quota import keys
 from quota.errors import InvalidInput
-from worker.cli import CommandError
 from worker.cli.schedule import register
 from worker.enqueue import enqueue_pull
+from worker.errors import CommandError
 from worker.jobs.parking import PauseStore
 from worker.scheduling.schedules import format_interval, parse_interval
 

@@ -11,9 +11,8 @@ import pytest
 import redis
 
 from quota.errors import InvalidInput
-from worker.cli import CommandError
 from worker.cli.connect import register
-from worker.errors import ConnectionRefused
+from worker.errors import CommandError, ConnectionRefused
 
 SECRET = "cli-secret-value-abcdef0123456789"
 LOGIN = "https://login.example.test"

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quota.errors import InvalidInput
-from worker.salesforce.soql import InvalidName, check_name, datetime_literal, literal, pull_query
+from worker.errors import InvalidName
+from worker.salesforce.soql import check_name, datetime_literal, literal, pull_query
 
 
 @pytest.mark.parametrize("name", ["Lead", "Account", "External_Id__c", "ns__Thing__c", "Custom_Object__mdt",

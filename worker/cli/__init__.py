@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from quota.errors import InvalidInput, QuotaUnavailable
-from worker.cli.support import EXIT_FAILURE, EXIT_USAGE, CommandError
+from worker.errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 
 __all__ = ["CommandError", "main"]
 

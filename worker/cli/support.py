@@ -7,22 +7,13 @@ from contextlib import contextmanager
 
 import redis
 
+from worker.errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 from worker.settings import redis_url
 
 __all__ = ["CLI_TIMEOUT_S", "EXIT_FAILURE", "EXIT_USAGE", "CommandError", "cli_redis", "redis_client"]
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 # A command waits this long for Redis before it says so, instead of hanging.
 CLI_TIMEOUT_S = 5.0
-
-
-class CommandError(Exception):
-    """A handler's clear, one-line refusal; ``exit_code`` is what the process exits with."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def redis_client() -> redis.Redis:

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from worker.devstack.redis_server import die_with_parent
+from worker.errors import StartFailed
 
-__all__ = ["ProcessStack", "StartFailed", "stop_group"]
+__all__ = ["ProcessStack", "stop_group"]
 
 _STOP_TIMEOUT_S = 20.0
 
-
-class StartFailed(RuntimeError):
-    """A child process exited or did not become ready; the message names it and its log file."""
 
 
 @dataclass

@@ -24,8 +24,9 @@ from rich.live import Live
 
 from quota.bucket import CreditBucket
 from worker.devstack.liveview import BurnRates, Snapshot, plain_lines, render
-from worker.devstack.processes import ProcessStack, StartFailed
+from worker.devstack.processes import ProcessStack
 from worker.devstack.redis_server import redis_url_or_embedded
+from worker.errors import StartFailed
 from worker.salesforce.connections import ConnectionStore
 from worker.scheduling.schedules import ScheduleStore
 

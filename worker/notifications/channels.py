@@ -19,7 +19,8 @@ import redis
 
 from quota import keys
 from quota.errors import InvalidInput
-from worker.secrets import SecretUnavailable, env_ref, file_ref, read_secret
+from worker.errors import SecretUnavailable
+from worker.secrets import env_ref, file_ref, read_secret
 
 __all__ = [
     "MAX_WEBHOOKS",

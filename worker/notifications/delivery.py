@@ -21,9 +21,10 @@ import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from worker.broker import broker  # noqa: F401 (the broker must exist before actors are declared)
+from worker.errors import DeliveryFailed, InvalidDelivery
 from worker.metrics.instruments import NOTIFICATIONS
 from worker.notifications.channels import Channels, ChannelStore
-from worker.notifications.model import DeliveryFailed, Notification
+from worker.notifications.model import Notification
 from worker.notifications.smtp import send_email
 from worker.notifications.webhook import post_webhook
 from worker.settings import redis_url
@@ -32,7 +33,6 @@ __all__ = [
     "ACTOR_NAME",
     "ATTEMPTS",
     "QUEUE",
-    "InvalidDelivery",
     "deliver",
     "deliver_notification",
     "targets",
@@ -44,9 +44,6 @@ ATTEMPTS = 4
 EMAIL_TARGET = "email"
 WEBHOOK_TARGET = "webhook:"
 
-
-class InvalidDelivery(ValueError):
-    """A delivery message that can never be delivered (bad shape): dead-lettered, not retried."""
 
 
 def targets(channels: Channels) -> list[str]:

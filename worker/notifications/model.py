@@ -30,7 +30,6 @@ from typing import Any
 
 __all__ = [
     "KINDS",
-    "DeliveryFailed",
     "Notification",
     "redact_text",
     "scrub_details",
@@ -52,16 +51,6 @@ _URL_SECRETS = re.compile(r"(?P<scheme>https?://)(?:[^\s/@]*@)?(?P<rest>[^\s?#]*
 _SECRET_KEY = re.compile(r"passw|secret|token|authorization|api_?key|cookie|credential", re.IGNORECASE)
 _REDACTED = "<redacted>"
 
-
-class DeliveryFailed(Exception):
-    """One delivery attempt failed. ``permanent`` failures (a refused request) are not retried.
-
-    The message never holds a secret: it names the channel, never a full URL or a password.
-    """
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 def redact_text(text: str) -> str:

@@ -11,9 +11,10 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from worker.errors import DeliveryFailed, SecretUnavailable
 from worker.notifications.channels import EmailSettings
-from worker.notifications.model import DeliveryFailed, Notification
-from worker.secrets import SecretUnavailable, read_secret
+from worker.notifications.model import Notification
+from worker.secrets import read_secret
 
 __all__ = ["DEFAULT_TIMEOUT_S", "build_message", "send_email"]
 

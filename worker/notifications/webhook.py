@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 
 import requests
 
+from worker.errors import DeliveryFailed
 from worker.notifications.channels import Webhook
-from worker.notifications.model import DeliveryFailed, Notification
+from worker.notifications.model import Notification
 
 __all__ = ["DEFAULT_TIMEOUT_S", "post_webhook"]
 

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from quota import keys
 from quota.validation import TENANT_PATTERN, validate_tenant
-from worker.errors import ConnectionRefused, NotConnected
-from worker.secrets import SecretUnavailable, env_ref, file_ref, read_secret
+from worker.errors import ConnectionRefused, NotConnected, SecretUnavailable
+from worker.secrets import env_ref, file_ref, read_secret
 
 __all__ = [
     "Connection",

@@ -21,9 +21,9 @@ import jwt
 import requests
 import structlog
 
-from worker.errors import AuthFailed
+from worker.errors import AuthFailed, SecretUnavailable
 from worker.salesforce.connections import Connection
-from worker.secrets import SecretUnavailable, read_secret
+from worker.secrets import read_secret
 
 __all__ = ["JWT_BEARER_GRANT", "JWT_LIFETIME_S", "AccessToken", "TokenClient"]
 

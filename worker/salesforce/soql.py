@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from quota.errors import InvalidInput
+from worker.errors import InvalidName
 
-__all__ = ["InvalidName", "check_name", "datetime_literal", "literal", "pull_query"]
+__all__ = ["check_name", "datetime_literal", "literal", "pull_query"]
 
 # An API name: a letter, then letters, digits and single underscores, not ending in one; optionally a
 # namespace prefix (ns__) and a custom suffix (__c, __r, __mdt, ...). At most 80 characters.
@@ -20,9 +21,6 @@ _NAME = re.compile(rf"(?:{_PART}__)?{_PART}(?:__(?:c|r|mdt|e|x|b|kav|ka|share|hi
 _MAX_NAME = 80
 _ESCAPES = {"\\": "\\\\", "'": "\\'", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
 
-
-class InvalidName(InvalidInput):
-    """An object or field name that breaks Salesforce's naming rules (and could inject SOQL)."""
 
 
 def check_name(name: object, what: str = "name") -> str:

@@ -19,12 +19,12 @@ import redis
 from quota import keys
 from quota.errors import InvalidInput
 from quota.validation import validate_tenant
+from worker.errors import InvalidInterval
 from worker.salesforce.soql import check_name
 
 __all__ = [
     "MAX_INTERVAL_S",
     "MIN_INTERVAL_S",
-    "InvalidInterval",
     "Schedule",
     "ScheduleStore",
     "check_stored_interval",
@@ -40,9 +40,6 @@ MAX_INTERVAL_S = 30 * 86_400
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
 _INTERVAL = re.compile(r"([0-9]{1,7})([smhd])")
 
-
-class InvalidInterval(InvalidInput):
-    """A schedule interval that is malformed, too short or too long."""
 
 
 def parse_interval(value: object) -> int:
