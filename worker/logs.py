@@ -8,17 +8,18 @@ job and message ids) is added to every line.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
+
+from worker.settings import log_format
 
 __all__ = ["configure_logging"]
 
 
 def configure_logging(fmt: str | None = None, level: int = logging.INFO) -> None:
     """Configure structlog (and the stdlib root logger that Dramatiq uses) once per process."""
-    fmt = fmt or os.environ.get("CRMSYNC_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    fmt = fmt or log_format() or ("console" if sys.stderr.isatty() else "json")
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer() if fmt == "console" else structlog.processors.JSONRenderer()
     )

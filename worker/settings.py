@@ -1,81 +1,192 @@
-"""Worker settings from the environment, each with a default that suits production."""
+"""Every environment variable crmsync reads, documented and validated in one place.
+
+=====================================  ==============================================================  ==========
+variable                               meaning                                                         default
+=====================================  ==============================================================  ==========
+``REDIS_URL``                          Redis for quotas, state and the broker (``redis://``,           local 6379
+                                       ``rediss://``; ACL user and password in the URL)
+``CRMSYNC_ACTOR``                      who ``crmsync quota set`` records in the audit trail            login name
+``CRMSYNC_DATA_DIR``                   where the default sink writes pulled records                    var/data
+``CRMSYNC_LOG_FORMAT``                 ``json`` or ``console``                                         by terminal
+``CRMSYNC_RETRY_ATTEMPTS``             attempts at a transient Salesforce fault, each charged          5
+``CRMSYNC_RETRY_INITIAL_WAIT``         first backoff, seconds                                          0.5
+``CRMSYNC_RETRY_MAX_WAIT``             longest backoff, seconds                                        20
+``CRMSYNC_JOB_SLICE_SECONDS``          a job past this stops at its next checkpoint, sent again        300
+``CRMSYNC_REQUEST_TIMEOUT``            seconds a Salesforce request may take (connect: at most 10)     130
+``CRMSYNC_QUOTA_WARNING_SHARES``       shares of the limit that raise ``quota_warning``                0.8,0.95
+``CRMSYNC_ORG_PAUSE_SHARE``            pause when the org's own usage reaches this share of its max    0.9
+``CRMSYNC_ORG_RESUME_SHARE``           resume a paused org below this share                            0.75
+``CRMSYNC_ORG_PROBE_SECONDS``          how often a paused org is probed                                300
+``CRMSYNC_BROKER_HEARTBEAT_TIMEOUT``   seconds a worker may be silent before its messages move on      60
+``CRMSYNC_BROKER_MAINTENANCE_CHANCE``  per million broker calls, how often one re-queues dead          10000
+                                       workers' messages (Dramatiq's 1,000 leaves them for minutes)
+``CRMSYNC_METRICS_OBJECTS``            extra object names for the ``object`` metric label              none
+``PROMETHEUS_MULTIPROC_DIR``           where worker processes keep their metrics                       unset: off
+=====================================  ==============================================================  ==========
+
+A malformed value is refused with a ``ValueError`` naming the variable, at start, rather than misread later.
+This module imports nothing heavy: every ``crmsync`` command reads it.
+"""
 
 from __future__ import annotations
 
+import getpass
+import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.salesforce.session import DEFAULT_REQUEST_TIMEOUT_S
-
-__all__ = ["DEFAULT_REDIS_URL", "WorkerSettings", "positive_setting", "redis_url"]
+__all__ = [
+    "DEFAULT_REDIS_URL",
+    "MULTIPROC_ENV",
+    "BrokerSettings",
+    "WorkerSettings",
+    "actor",
+    "log_format",
+    "metrics_objects",
+    "multiproc_dir",
+    "positive_setting",
+    "redis_url",
+]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LOG_FORMATS = ("json", "console")
 
 
-def redis_url() -> str:
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def redis_url(environ: Mapping[str, str] | None = None) -> str:
     """``REDIS_URL`` (redis:// or rediss://, ACL user and password in the URL), else the local default."""
-    return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    return _env(environ).get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
-def _share(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a share between 0 and 1, such as 0.9") from None
-    if not 0 < value <= 1:
-        raise ValueError(f"{name}={raw!r}: expected a share between 0 and 1, such as 0.9")
-    return value
+def actor(environ: Mapping[str, str] | None = None) -> str:
+    """Who an admin command records in the audit trail: ``CRMSYNC_ACTOR``, else the login name."""
+    return _env(environ).get("CRMSYNC_ACTOR") or getpass.getuser()
 
 
-def positive_setting(name: str, default: float) -> float:
+def log_format(environ: Mapping[str, str] | None = None) -> str | None:
+    """``CRMSYNC_LOG_FORMAT`` (``json`` or ``console``), or ``None`` to decide by the terminal."""
+    raw = _env(environ).get("CRMSYNC_LOG_FORMAT")
+    if raw and raw not in _LOG_FORMATS:
+        raise ValueError(f"CRMSYNC_LOG_FORMAT={raw!r}: expected json or console")
+    return raw or None
+
+
+def multiproc_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The worker pool's metrics directory from ``PROMETHEUS_MULTIPROC_DIR``, or ``None`` when it is unset."""
+    env = _env(environ)
+    value = env.get(MULTIPROC_ENV) or env.get(MULTIPROC_ENV.lower())  # prometheus-client still reads the old name
+    return Path(value) if value else None
+
+
+def metrics_objects(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """``CRMSYNC_METRICS_OBJECTS``: comma-separated object names that get their own ``object`` label."""
+    raw = _env(environ).get("CRMSYNC_METRICS_OBJECTS", "")
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def positive_setting(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
     """The environment variable ``name`` as a finite number above 0, or ``default`` when it is unset or empty;
     anything else is refused with a message naming the variable."""
-    raw = os.environ.get(name)
+    raw = _env(environ).get(name)
     try:
         value = float(raw) if raw else default
     except ValueError:
         value = -1.0
-    if not 0 < value < float("inf"):
+    if not 0 < value < math.inf:
         raise ValueError(f"{name}={raw!r}: expected a number above 0, such as {default:g}")
     return value
 
 
+def _whole_setting(name: str, default: int, environ: Mapping[str, str] | None) -> int:
+    value = positive_setting(name, default, environ)
+    if value != int(value):
+        raise ValueError(f"{name}={value:g}: expected a whole number, such as {default}")
+    return int(value)
+
+
+def _share(name: str, default: float, environ: Mapping[str, str] | None) -> float:
+    raw = _env(environ).get(name)
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise ValueError(f"{name}={raw!r}: expected a share between 0 and 1, such as {default:g}")
+    return value
+
+
+def _shares(name: str, default: tuple[float, ...], environ: Mapping[str, str] | None) -> tuple[float, ...]:
+    raw = _env(environ).get(name)
+    if not raw:
+        return default
+    try:
+        values = tuple(sorted(float(s) for s in raw.split(",")))
+    except ValueError:
+        values = ()
+    if not values or not all(0 < v <= 1 for v in values):
+        raise ValueError(f"{name}={raw!r}: expected shares such as 0.8,0.95")
+    return values
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
-    """``CRMSYNC_DATA_DIR``: where the default sink writes pulled records (default ``var/data``).
-    ``CRMSYNC_QUOTA_WARNING_SHARES``: shares of the daily limit that raise quota_warning (default 0.8,0.95).
-    ``CRMSYNC_ORG_PAUSE_SHARE`` / ``CRMSYNC_ORG_RESUME_SHARE``: a tenant pauses when its org's own usage (as
-    Salesforce reports it) reaches the first share of the org's max, and resumes below the second
-    (defaults 0.9 and 0.75). ``CRMSYNC_ORG_PROBE_SECONDS``: how often a paused org is probed (default 300).
-    ``CRMSYNC_REQUEST_TIMEOUT``: seconds a Salesforce request may take before it is given up and retried as a
-    transient fault (default 130; connecting may take at most 10 of them). ``CRMSYNC_JOB_SLICE_SECONDS``: after
-    how long a job stops at its next checkpoint and is sent again (default 300, half Dramatiq's time limit).
-    """
+    """What a worker process reads from the environment (see the module's table for each variable)."""
 
     data_dir: Path = Path("var/data")
     quota_warning_shares: tuple[float, ...] = (0.8, 0.95)
     org_pause_share: float = 0.9
     org_resume_share: float = 0.75
     org_probe_seconds: float = 300.0
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
+    # Salesforce itself ends a query at 120 s; past this a request is abandoned and retried.
+    request_timeout: float = 130.0
+    # Half Dramatiq's 10-minute time limit, which would interrupt a job anywhere.
     job_slice_seconds: float = 300.0
+    retry_attempts: int = 5
+    retry_initial_wait: float = 0.5
+    retry_max_wait: float = 20.0
 
     @classmethod
-    def from_env(cls) -> WorkerSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         """Read the settings, refusing malformed values with a message naming the variable."""
-        shares_raw = os.environ.get("CRMSYNC_QUOTA_WARNING_SHARES")
-        try:
-            shares = tuple(sorted(float(s) for s in shares_raw.split(","))) if shares_raw else cls.quota_warning_shares
-        except ValueError:
-            raise ValueError(f"CRMSYNC_QUOTA_WARNING_SHARES={shares_raw!r}: expected shares such as 0.8,0.95") from None
-        pause = _share("CRMSYNC_ORG_PAUSE_SHARE", cls.org_pause_share)
-        resume = _share("CRMSYNC_ORG_RESUME_SHARE", cls.org_resume_share)
+        env = _env(environ)
+        pause = _share("CRMSYNC_ORG_PAUSE_SHARE", cls.org_pause_share, env)
+        resume = _share("CRMSYNC_ORG_RESUME_SHARE", cls.org_resume_share, env)
         if resume >= pause:
             raise ValueError("CRMSYNC_ORG_RESUME_SHARE must be below CRMSYNC_ORG_PAUSE_SHARE")
-        probe = positive_setting("CRMSYNC_ORG_PROBE_SECONDS", cls.org_probe_seconds)
-        timeout = positive_setting("CRMSYNC_REQUEST_TIMEOUT", cls.request_timeout)
-        slice_s = positive_setting("CRMSYNC_JOB_SLICE_SECONDS", cls.job_slice_seconds)
-        return cls(Path(os.environ.get("CRMSYNC_DATA_DIR") or cls.data_dir), shares, pause, resume, probe, timeout,
-                   slice_s)
+        return cls(
+            data_dir=Path(env.get("CRMSYNC_DATA_DIR") or cls.data_dir),
+            quota_warning_shares=_shares("CRMSYNC_QUOTA_WARNING_SHARES", cls.quota_warning_shares, env),
+            org_pause_share=pause,
+            org_resume_share=resume,
+            org_probe_seconds=positive_setting("CRMSYNC_ORG_PROBE_SECONDS", cls.org_probe_seconds, env),
+            request_timeout=positive_setting("CRMSYNC_REQUEST_TIMEOUT", cls.request_timeout, env),
+            job_slice_seconds=positive_setting("CRMSYNC_JOB_SLICE_SECONDS", cls.job_slice_seconds, env),
+            retry_attempts=_whole_setting("CRMSYNC_RETRY_ATTEMPTS", cls.retry_attempts, env),
+            retry_initial_wait=positive_setting("CRMSYNC_RETRY_INITIAL_WAIT", cls.retry_initial_wait, env),
+            retry_max_wait=positive_setting("CRMSYNC_RETRY_MAX_WAIT", cls.retry_max_wait, env),
+        )
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """The Dramatiq broker's settings: where it is and how fast a dead worker's messages move on."""
+
+    url: str = DEFAULT_REDIS_URL
+    heartbeat_timeout_s: float = 60.0
+    maintenance_chance: int = 10_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BrokerSettings:
+        """Read the settings, refusing malformed values with a message naming the variable."""
+        chance = positive_setting("CRMSYNC_BROKER_MAINTENANCE_CHANCE", cls.maintenance_chance, environ)
+        return cls(
+            url=redis_url(environ),
+            heartbeat_timeout_s=positive_setting("CRMSYNC_BROKER_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout_s, environ),
+            maintenance_chance=int(min(chance, 1_000_000)),
+        )

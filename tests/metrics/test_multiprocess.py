@@ -11,8 +11,9 @@ from dramatiq.brokers.stub import StubBroker
 
 from tests.metrics.conftest import Serve, http_scrape, run_proc, samples, value
 from worker.metrics.middleware import install_worker_metrics, prometheus_middleware
-from worker.metrics.multiprocess import mark_process_dead, multiproc_dir, prepare_multiproc_dir
+from worker.metrics.multiprocess import mark_process_dead, prepare_multiproc_dir
 from worker.metrics.server import build_registry
+from worker.settings import multiproc_dir
 
 
 def test_prepare_creates_empties_and_points_both_variables(tmp_path: Path) -> None:

@@ -109,14 +109,13 @@ def test_retry_policy_does_not_retry_permanent_errors() -> None:
     assert sleeps == []
 
 
-def test_retry_policy_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CRMSYNC_RETRY_ATTEMPTS", "7")
-    monkeypatch.setenv("CRMSYNC_RETRY_INITIAL_WAIT", "0.25")
-    policy = RetryPolicy.from_env()
+def test_retry_policy_from_settings() -> None:
+    settings = WorkerSettings.from_env({"CRMSYNC_RETRY_ATTEMPTS": "7", "CRMSYNC_RETRY_INITIAL_WAIT": "0.25"})
+    policy = RetryPolicy.from_settings(settings)
     assert (policy.attempts, policy.initial_wait, policy.max_wait) == (7, 0.25, 20.0)
-    monkeypatch.setenv("CRMSYNC_RETRY_ATTEMPTS", "lots")
-    with pytest.raises(ValueError, match="CRMSYNC_RETRY"):
-        RetryPolicy.from_env()
+    for bad in ("lots", "2.5", "0", "nan"):
+        with pytest.raises(ValueError, match="CRMSYNC_RETRY_ATTEMPTS"):
+            WorkerSettings.from_env({"CRMSYNC_RETRY_ATTEMPTS": bad})
 
 
 @pytest.mark.parametrize(("variable", "field", "default"), [

@@ -12,9 +12,9 @@ from types import FrameType
 
 import redis
 
-from worker.metrics.multiprocess import ENV, multiproc_dir
+from worker.metrics.multiprocess import ENV
 from worker.metrics.server import DEFAULT_HOST, DEFAULT_PORT, build_registry, serve
-from worker.settings import redis_url
+from worker.settings import multiproc_dir, redis_url
 
 __all__ = ["main", "register"]
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 from quota.bucket import AuditEntry, CreditBucket, Status
-from worker.settings import redis_url
+from worker.settings import actor, redis_url
 
 __all__ = ["connect_bucket", "register", "status_dict"]
 
@@ -22,10 +20,6 @@ def connect_bucket() -> CreditBucket:
     return CreditBucket.from_url(
         redis_url(), socket_connect_timeout=_CLI_TIMEOUT_S, socket_timeout=_CLI_TIMEOUT_S
     )
-
-
-def _default_actor() -> str:
-    return os.environ.get("CRMSYNC_ACTOR") or getpass.getuser()
 
 
 def status_dict(status: Status) -> dict[str, Any]:
@@ -115,7 +109,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     set_.add_argument("tenant")
     set_.add_argument("limit", help="CRM API daily limit: a whole number of at least 100,000")
     set_.add_argument("--reset-at", metavar="HH:MM", help="UTC time of day the credits refill (default 00:00)")
-    set_.add_argument("--actor", default=_default_actor(),
+    set_.add_argument("--actor", default=actor(),
                       help="who makes the change, for the audit trail (default: $CRMSYNC_ACTOR or your user)")
     set_.set_defaults(handler=_cmd_set)
 

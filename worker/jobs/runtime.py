@@ -128,7 +128,7 @@ def get_runtime() -> Runtime:
             settings = WorkerSettings.from_env()
             _runtime = Runtime(
                 redis=redis.Redis.from_url(redis_url(), socket_connect_timeout=10, socket_timeout=30),
-                sink=JsonlSink(settings.data_dir), policy=RetryPolicy.from_env(), settings=settings,
+                sink=JsonlSink(settings.data_dir), policy=RetryPolicy.from_settings(settings), settings=settings,
                 notifier=notification_center(), observers=(MetricsObserver.from_env(),),
             )
             atexit.register(_close_org_usage, _runtime.org_usage)

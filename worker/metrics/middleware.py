@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from worker.metrics.multiprocess import DRAMATIQ_ENV, ENV, multiproc_dir
+from worker.metrics.multiprocess import DRAMATIQ_ENV, ENV
+from worker.settings import multiproc_dir
 
 __all__ = ["install_worker_metrics", "prometheus_middleware"]
 

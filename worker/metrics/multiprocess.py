@@ -25,18 +25,19 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString as _float_to_go
 
+from worker.settings import MULTIPROC_ENV, multiproc_dir
+
 __all__ = [
     "DRAMATIQ_ENV",
     "ENV",
     "WorkerMetricsCollector",
     "mark_process_dead",
-    "multiproc_dir",
     "prepare_multiproc_dir",
 ]
 
 log = structlog.get_logger("crmsync.metrics")
 
-ENV = "PROMETHEUS_MULTIPROC_DIR"
+ENV = MULTIPROC_ENV
 #: Dramatiq's Prometheus middleware reads its directory from this variable when its module is imported.
 DRAMATIQ_ENV = "dramatiq_prom_db"
 
@@ -46,13 +47,6 @@ floatToGoString: Any = _float_to_go
 
 _DRAMATIQ_PREFIX = "dramatiq_"
 _MILLISECONDS = "_milliseconds"
-
-
-def multiproc_dir(environ: MutableMapping[str, str] | None = None) -> Path | None:
-    """The multiprocess directory from ``PROMETHEUS_MULTIPROC_DIR``, or ``None`` when it is unset."""
-    env = os.environ if environ is None else environ
-    value = env.get(ENV) or env.get(ENV.lower())  # prometheus-client still honours the old lower-case name
-    return Path(value) if value else None
 
 
 def prepare_multiproc_dir(

@@ -11,7 +11,6 @@ else from the URL: ``sobjects/X``, ``composite/sobjects/X`` or the outer ``FROM 
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qs, urlsplit
@@ -20,11 +19,11 @@ import structlog
 
 from worker.metrics.instruments import API_REQUEST_DURATION, API_REQUESTS, CREDITS_CHARGED, CREDITS_REFUNDED
 from worker.salesforce.session import RequestEvent
+from worker.settings import metrics_objects
 
 __all__ = [
     "EXACT_STATUSES",
     "METHODS",
-    "OBJECTS_ENV",
     "STANDARD_OBJECTS",
     "MetricsObserver",
     "method_label",
@@ -34,7 +33,6 @@ __all__ = [
 
 log = structlog.get_logger("crmsync.metrics")
 
-OBJECTS_ENV = "CRMSYNC_METRICS_OBJECTS"
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: Statuses worth telling apart (Salesforce's documented ones); any other is reported by its class.
 EXACT_STATUSES = frozenset({200, 201, 204, 300, 304, 400, 401, 403, 404, 405, 409, 412, 414, 415, 420, 428,
@@ -108,8 +106,7 @@ class MetricsObserver:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MetricsObserver:
         """An observer that also names the objects in ``CRMSYNC_METRICS_OBJECTS`` (comma-separated)."""
-        env = os.environ if environ is None else environ
-        return cls(name.strip() for name in env.get(OBJECTS_ENV, "").split(",") if name.strip())
+        return cls(metrics_objects(environ))
 
     def object_label(self, name: str | None) -> str:
         """The object label: an allowed name in its canonical case, ``other``, or ``none`` when there is none."""

@@ -8,7 +8,6 @@ never retried: waiting seconds cannot help, the tenant pauses instead.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from typing import Any
 import requests
 import tenacity
 from simple_salesforce.exceptions import SalesforceError
+
+from worker.settings import WorkerSettings
 
 __all__ = ["RetryPolicy", "is_concurrency_limit", "is_daily_org_limit", "is_transient", "salesforce_error_code"]
 
@@ -65,18 +66,11 @@ class RetryPolicy:
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
     @classmethod
-    def from_env(cls) -> RetryPolicy:
+    def from_settings(cls, settings: WorkerSettings) -> RetryPolicy:
         """The policy set by ``CRMSYNC_RETRY_ATTEMPTS``, ``CRMSYNC_RETRY_INITIAL_WAIT`` and
-        ``CRMSYNC_RETRY_MAX_WAIT`` (seconds), each defaulting to the values above."""
-        default = cls()
-        try:
-            return cls(
-                attempts=int(os.environ.get("CRMSYNC_RETRY_ATTEMPTS", default.attempts)),
-                initial_wait=float(os.environ.get("CRMSYNC_RETRY_INITIAL_WAIT", default.initial_wait)),
-                max_wait=float(os.environ.get("CRMSYNC_RETRY_MAX_WAIT", default.max_wait)),
-            )
-        except ValueError as exc:
-            raise ValueError(f"invalid CRMSYNC_RETRY_* setting: {exc}") from exc
+        ``CRMSYNC_RETRY_MAX_WAIT`` (read and checked by ``worker.settings``)."""
+        return cls(attempts=settings.retry_attempts, initial_wait=settings.retry_initial_wait,
+                   max_wait=settings.retry_max_wait)
 
     def retrying(self, *, before_sleep: Callable[[tenacity.RetryCallState], None] | None = None) -> tenacity.Retrying:
         """A tenacity ``Retrying`` for this policy; the last error is re-raised when attempts run out."""

@@ -25,9 +25,9 @@ from quota import keys
 from quota.bucket import CreditBucket, Grant
 from quota.errors import QuotaExhausted
 from worker.errors import OrgLimitExceeded
+from worker.settings import WorkerSettings
 
 __all__ = [
-    "DEFAULT_REQUEST_TIMEOUT_S",
     "MeteredSession",
     "MeteringObserver",
     "OrgUsage",
@@ -46,7 +46,6 @@ _API_USAGE = re.compile(r"(?<![\w-])api-usage=(\d+)/(\d+)")
 _FIELDS = ("used", "max", "at")  # of the org usage hash, crmsync:{T}:org
 _VERSIONED_API = re.compile(r"^/services/data/v\d+\.\d+(/|$)")
 # Salesforce stops a query at 120 s (QUERY_TIMEOUT); a reply still missing after that will not come.
-DEFAULT_REQUEST_TIMEOUT_S = 130.0
 CONNECT_TIMEOUT_S = 10.0
 
 
@@ -248,7 +247,7 @@ class MeteredSession(requests.Session):
         org_usage: OrgUsageCache | None = None,
         on_grant: Callable[[str, Grant], None] | None = None,
         clock: Callable[[], float] = time.time,
-        timeout: float = DEFAULT_REQUEST_TIMEOUT_S,
+        timeout: float = WorkerSettings.request_timeout,
     ) -> None:
         super().__init__()
         self.tenant = tenant
