@@ -168,7 +168,7 @@ class Stack:
         States are polled in one pipelined round trip, so waiting costs this process (which also serves
         the emulator) next to nothing while the workers run.
         """
-        from quota import keys  # noqa: PLC0415
+        from worker import keys  # noqa: PLC0415
         from worker.jobs.state import JobStore  # noqa: PLC0415
 
         pending = list(jobs)

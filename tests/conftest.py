@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from quota import keys
+from worker import keys
 from worker.devstack.redis_server import EmbeddedRedis
 
 POLL = 0.05  # seconds between two looks at a condition

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import redis
 
-from quota import keys
 from quota.validation import validate_tenant
+from worker import keys
 from worker.jobs.push import check_records, store_records
 from worker.jobs.state import TERMINAL, JobRecord, JobStore
 from worker.salesforce.soql import check_name

@@ -1,7 +1,7 @@
 """The Redis ACL model of deploy/redis/users.acl, on a real redis-server loading the rendered file.
 
 worker (workers and schedulers) writes its working state but only reads what admins decide; admin writes
-everything; metrics only reads; the default user is off. Every key format in quota/keys.py is classified,
+everything; metrics only reads; the default user is off. Every key format in worker/keys.py is classified,
 so a new key fails here until it is given to the right users.
 """
 
@@ -23,9 +23,10 @@ from dramatiq.brokers.redis import RedisBroker
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from quota import CreditBucket, QuotaUnavailable, keys
+from quota import CreditBucket, QuotaUnavailable
 from quota.scripts import METER
 from tests.deploy.conftest import AclRedis, render_acl
+from worker import keys
 from worker.broker import NAMESPACE
 from worker.jobs.parking import ParkedJob, PauseStore
 from worker.metrics.server import build_registry, scrape
@@ -45,7 +46,7 @@ BROKER_KEYS = [f"{NAMESPACE}:crmsync", f"{NAMESPACE}:crmsync.msgs", f"{NAMESPACE
 
 
 def every_key() -> Iterator[tuple[str, str]]:
-    """(name in quota.keys, a sample key) for every key format."""
+    """(name in worker.keys, a sample key) for every key format."""
     for name in keys.__all__:
         value = getattr(keys, name)
         if name == "PREFIX":

@@ -6,8 +6,9 @@ import json
 from collections import Counter
 from typing import Any
 
-from quota import CreditBucket, keys
+from quota import CreditBucket
 from tests.e2e.conftest import Tenant, Workers
+from worker import keys
 from worker.cli.status import tenant_rows
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
 from worker.jobs.parking import PauseStore

@@ -13,10 +13,11 @@ import redis
 from dramatiq import Message
 
 from emulator import EmulatorServer
-from quota import CreditBucket, InvalidLimit, InvalidTenant, keys
+from quota import CreditBucket, InvalidLimit, InvalidTenant
 from quota.errors import InvalidInput
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, crmsync, worker_environment
+from worker import keys
 from worker.broker import NAMESPACE, broker
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
 from worker.jobs.actors import QUEUE, pull, push

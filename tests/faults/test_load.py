@@ -18,11 +18,12 @@ import pytest
 import redis
 
 from emulator import EmulatorServer
-from quota import CreditBucket, keys
+from quota import CreditBucket
 from quota.scripts import CONFIGURE
 from quota.validation import parse_limit
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, worker_environment
+from worker import keys
 from worker.enqueue import enqueue_pull, enqueue_push
 from worker.jobs.parking import PauseStore
 from worker.jobs.state import TERMINAL

@@ -21,9 +21,9 @@ import requests
 from dramatiq.brokers.redis import RedisBroker
 
 from emulator import EmulatorServer
-from quota import keys
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, worker_environment
+from worker import keys
 from worker.broker import NAMESPACE
 from worker.enqueue import enqueue_pull, enqueue_push
 from worker.jobs.actors import LOCK_TTL_S, QUEUE

@@ -14,9 +14,10 @@ import pytest
 import redis
 import requests
 
-from quota import CreditBucket, keys
+from quota import CreditBucket
 from tests.conftest import FakeClock
 from tests.metrics.conftest import ROOT, Serve, families, http_scrape, run_proc, value
+from worker import keys
 from worker.cli.metrics import register
 from worker.jobs.parking import PauseStore
 from worker.metrics.collector import TENANT_GAUGES

@@ -9,9 +9,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from quota import CreditBucket, keys
+from quota import CreditBucket
 from tests.conftest import FakeClock
 from tests.metrics.conftest import Serve, http_scrape, samples, value
+from worker import keys
 from worker.jobs.parking import ParkedJob, PauseStore
 from worker.metrics.collector import TenantCollector
 from worker.metrics.server import build_registry

@@ -15,9 +15,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from structlog.testing import capture_logs
 
-from quota import keys
 from tests.conftest import T0, FakeClock
 from tests.notifications.conftest import HookServer, metric
+from worker import keys
 from worker.devstack.redis_server import free_loopback_port
 from worker.notifications import KINDS, ChannelStore, NotificationCenter, recent
 from worker.notifications.notifier import Notifier

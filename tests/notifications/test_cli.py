@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from quota import keys
 from quota.errors import InvalidInput
+from worker import keys
 from worker.cli.notify import register
 from worker.errors import CommandError
 from worker.notifications import NotificationCenter

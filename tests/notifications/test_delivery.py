@@ -15,8 +15,8 @@ import trustme
 from aiosmtpd.controller import Controller
 from structlog.testing import capture_logs
 
-from quota import keys
 from tests.notifications.conftest import HookServer, MailServer, metric
+from worker import keys
 from worker.broker import broker
 from worker.devstack.redis_server import free_loopback_port
 from worker.errors import InvalidDelivery

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from quota import keys
+from worker import keys
 
 
 def crmsync(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

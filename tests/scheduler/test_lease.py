@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
-from quota import keys
 from tests.conftest import FakeClock
 from tests.scheduler.helpers import MEMBERS, finish_all_jobs, pulls_by_member, queued_messages, schedule_all
+from worker import keys
 from worker.scheduling.scheduler import Scheduler, TickReport
 
 

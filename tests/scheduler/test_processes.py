@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import redis
 
-from quota import keys
 from tests.conftest import FakeClock
 from tests.scheduler.helpers import MEMBERS, finish_all_jobs, pulls_by_member, queued_messages, schedule_all
 from tests.scheduler.procs import CLOCK, DONE, READY, go_key
+from worker import keys
 from worker.scheduling.schedules import ScheduleStore
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ import time
 import pytest
 import redis
 
-from quota import keys
 from quota.errors import InvalidInput
+from worker import keys
 from worker.cli.schedule import register
 from worker.enqueue import enqueue_pull
 from worker.errors import CommandError

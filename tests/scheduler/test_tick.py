@@ -8,10 +8,10 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from quota import keys
 from quota.errors import InvalidInput
 from tests.conftest import T0, FakeClock
 from tests.scheduler.helpers import finish_all_jobs, pulls_by_member, queued_messages
+from worker import keys
 from worker.enqueue import active_pull
 from worker.jobs.parking import PauseStore
 from worker.jobs.state import JobState, JobStore

@@ -12,8 +12,8 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from quota import keys
 from quota.errors import InvalidInput, InvalidTenant
+from worker import keys
 from worker.errors import ConnectionRefused, NotConnected, WorkerError
 from worker.salesforce import connections
 from worker.salesforce.connections import Connection, ConnectionStore

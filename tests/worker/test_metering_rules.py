@@ -9,8 +9,8 @@ import redis
 import requests
 import urllib3.exceptions
 
-from quota import keys
 from tests.conftest import wait_until
+from worker import keys
 from worker.salesforce.retry import RetryPolicy, is_concurrency_limit, is_daily_org_limit, is_transient
 from worker.salesforce.session import OrgUsage, OrgUsageCache, is_metered, never_sent, parse_limit_info
 from worker.settings import WorkerSettings

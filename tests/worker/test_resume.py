@@ -6,8 +6,9 @@ import threading
 
 import redis
 
-from quota import CreditBucket, keys
+from quota import CreditBucket
 from tests.conftest import T0, FakeClock
+from worker import keys
 from worker.jobs.parking import ParkedJob, PauseStore
 from worker.jobs.resume import Resumer, ResumerSettings
 from worker.notifications.notifier import LogNotifier

@@ -17,8 +17,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from quota import keys
 from quota.bucket import CreditBucket
+from worker import keys
 from worker.cli.status import tenant_rows
 from worker.notifications import Notification, recent
 

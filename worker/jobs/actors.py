@@ -20,10 +20,10 @@ import redis
 import structlog
 from dramatiq.middleware import CurrentMessage
 
-from quota import keys
 from quota.bucket import Status
 from quota.errors import InvalidInput, QuotaExhausted
 from quota.validation import validate_tenant
+from worker import keys
 from worker.broker import broker  # the broker must exist before actors are declared
 from worker.errors import AuthFailed, InvalidJob, JobBusy, NotConnected, OrgLimitExceeded, SliceEnded
 from worker.jobs.parking import ParkedJob, PauseReason

@@ -15,7 +15,7 @@ from typing import Any, Literal, cast
 
 import redis
 
-from quota import keys
+from worker import keys
 
 __all__ = ["ParkedJob", "PauseReason", "PauseState", "PauseStore"]
 

@@ -19,7 +19,7 @@ import redis
 import structlog
 from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
 
-from quota import keys
+from worker import keys
 from worker.errors import SliceEnded
 from worker.jobs.sink import Sink
 from worker.jobs.state import JobStore

@@ -15,8 +15,8 @@ from typing import Any, cast
 import redis
 import structlog
 
-from quota import keys
 from quota.errors import InvalidInput
+from worker import keys
 from worker.errors import SliceEnded
 from worker.jobs.state import JOB_TTL_S, JobStore
 from worker.salesforce.client import TenantSalesforce

@@ -22,8 +22,8 @@ import dramatiq
 import redis
 import structlog
 
-from quota import keys
 from quota.bucket import CreditBucket
+from worker import keys
 from worker.jobs.parking import ParkedJob, PauseState, PauseStore
 from worker.notifications.notifier import Notifier
 

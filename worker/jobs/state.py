@@ -9,7 +9,7 @@ from typing import Any, Literal, cast
 
 import redis
 
-from quota import keys
+from worker import keys
 
 __all__ = ["TERMINAL", "JobRecord", "JobState", "JobStore"]
 

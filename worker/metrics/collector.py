@@ -25,10 +25,10 @@ import redis
 import structlog
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from quota import keys
 from quota.bucket import Clock
 from quota.scripts import METER
 from quota.validation import TENANT_PATTERN
+from worker import keys
 
 __all__ = ["PAUSE_REASONS", "TENANT_GAUGES", "TenantCollector"]
 

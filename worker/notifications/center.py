@@ -16,8 +16,8 @@ from typing import Any, cast
 import redis
 import structlog
 
-from quota import keys
 from quota.validation import validate_tenant
+from worker import keys
 from worker.metrics.instruments import NOTIFICATIONS
 from worker.notifications.channels import ChannelStore
 from worker.notifications.model import KINDS, Notification, redact_text, scrub_details

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import redis
 
-from quota import keys
 from quota.errors import InvalidInput
+from worker import keys
 from worker.errors import SecretUnavailable
 from worker.secrets import env_ref, file_ref, read_secret
 

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import redis
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from quota import keys
 from quota.validation import TENANT_PATTERN, validate_tenant
+from worker import keys
 from worker.errors import ConnectionRefused, NotConnected, SecretUnavailable
 from worker.secrets import env_ref, file_ref, read_secret
 

@@ -21,9 +21,9 @@ import requests
 import structlog
 import urllib3.exceptions
 
-from quota import keys
 from quota.bucket import CreditBucket, Grant
 from quota.errors import QuotaExhausted
+from worker import keys
 from worker.errors import OrgLimitExceeded
 from worker.settings import WorkerSettings
 

@@ -29,8 +29,8 @@ from typing import Any, cast
 import redis
 import structlog
 
-from quota import keys
 from quota.errors import InvalidInput
+from worker import keys
 from worker.enqueue import active_pull, enqueue_pull
 from worker.jobs.parking import PauseStore
 from worker.scheduling.schedules import MIN_INTERVAL_S, check_stored_interval, parse_member

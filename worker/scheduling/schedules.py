@@ -16,9 +16,9 @@ from typing import Any, cast
 
 import redis
 
-from quota import keys
 from quota.errors import InvalidInput
 from quota.validation import validate_tenant
+from worker import keys
 from worker.errors import InvalidInterval
 from worker.salesforce.soql import check_name
 
