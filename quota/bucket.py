@@ -12,6 +12,7 @@ import redis
 from quota import keys
 from quota.direct import DirectConnections
 from quota.errors import InvalidInput, QuotaUnavailable
+from quota.replies import text
 from quota.scripts import CONFIGURE, METER
 from quota.validation import TENANT_PATTERN, parse_limit, parse_reset_time, validate_tenant
 
@@ -68,9 +69,6 @@ class AuditEntry:
     old: str | None
     new: str
 
-
-def _text(value: bytes | str | None) -> str | None:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _config_error(raw_limit: str | None, raw_reset_at: str | None) -> str:
@@ -170,9 +168,9 @@ class CreditBucket:
             used=used,
             remaining=remaining,
             resets_at=_utc(window_end),
-            reset_at=_text(reset_at) or "00:00",
-            raw_limit=_text(raw_limit),
-            config_error=_config_error(_text(raw_limit), _text(reset_at)) if state == 2 else None,
+            reset_at=text(reset_at) or "00:00",
+            raw_limit=text(raw_limit),
+            config_error=_config_error(text(raw_limit), text(reset_at)) if state == 2 else None,
         )
 
     def set_limit(self, tenant: str, limit: object, *, actor: str, reset_at: str | None = None) -> Status:
@@ -235,4 +233,4 @@ class CreditBucket:
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"quota config unavailable: {exc}") from exc
         # A member written by hand that is no valid tenant id is left out rather than failing every listing.
-        return sorted(t for t in (_text(m) for m in members) if t and TENANT_PATTERN.fullmatch(t))
+        return sorted(t for t in (text(m) for m in members) if t and TENANT_PATTERN.fullmatch(t))

@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from quota.errors import InvalidInput, InvalidTenant
+from quota.replies import text
 from worker import keys
 from worker.errors import ConnectionRefused, NotConnected, WorkerError
-from worker.salesforce import connections
 from worker.salesforce.connections import Connection, ConnectionStore
 
 SECRET = "s3cr3t-client-secret-value-0123456789"
@@ -181,7 +181,6 @@ def test_a_production_connect_racing_a_sandbox_connect_wins(store: ConnectionSto
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     connect_cc(store, "acme", secret_file, environment="sandbox")
     other = redis.Redis.from_url(redis_url, decode_responses=True)
-    real_text = connections._text
     raced: list[bool] = []
 
     def production_connect_in_between(value: object) -> str | None:
@@ -190,9 +189,9 @@ def test_a_production_connect_racing_a_sandbox_connect_wins(store: ConnectionSto
         if not raced:
             raced.append(True)
             connect_cc(ConnectionStore(other), "acme", secret_file, environment="production")
-        return real_text(value)
+        return text(value)
 
-    monkeypatch.setattr(connections, "_text", production_connect_in_between)
+    monkeypatch.setattr("worker.salesforce.connections.text", production_connect_in_between)
     try:
         with pytest.raises(ConnectionRefused):
             connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.example.test")

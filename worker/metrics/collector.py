@@ -26,6 +26,7 @@ import structlog
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from quota.bucket import Clock
+from quota.replies import text
 from quota.scripts import METER
 from quota.validation import TENANT_PATTERN
 from worker import keys
@@ -56,11 +57,6 @@ _METER_FIELDS = 6
 _MAX_DIGITS = 18
 
 
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
-
 
 def _count(value: Any) -> int | None:
     """A non-negative whole number from a Redis reply, or ``None`` for anything else."""
@@ -68,11 +64,11 @@ def _count(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
-    text = _text(value)
-    text = text.strip() if text is not None else ""
+    raw = text(value)
+    digits = raw.strip() if raw is not None else ""
     # ASCII only: str.isdigit() also accepts digits such as "²" that int() refuses; and short, as int()
     # refuses strings of thousands of digits.
-    return int(text) if len(text) <= _MAX_DIGITS and text.isascii() and text.isdigit() else None
+    return int(digits) if len(digits) <= _MAX_DIGITS and digits.isascii() and digits.isdigit() else None
 
 
 def _raw_replies(client: redis.Redis) -> redis.Redis:
@@ -157,7 +153,7 @@ class TenantCollector:
         members: set[str] = set()
         for reply in replies:
             if isinstance(reply, set | list):  # a key of the wrong type answers with an error: skip it
-                members.update(t for t in (_text(m) for m in reply) if t and TENANT_PATTERN.fullmatch(t))
+                members.update(t for t in (text(m) for m in reply) if t and TENANT_PATTERN.fullmatch(t))
         return sorted(members)
 
     def _load_script(self) -> None:
@@ -204,7 +200,7 @@ class TenantCollector:
         if not reply:
             families.add("crmsync_tenant_paused", tenant, 0, reason="")
             return False
-        data = {_text(k): _text(v) for k, v in reply.items()}
+        data = {text(k): text(v) for k, v in reply.items()}
         reason = data.get("reason") or ""
         families.add("crmsync_tenant_paused", tenant, 1, reason=reason if reason in PAUSE_REASONS else "other")
         return False

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import redis
 
 from quota.errors import InvalidInput
+from quota.replies import text
 from worker import keys
 from worker.errors import SecretUnavailable
 from worker.secrets import env_ref, file_ref, read_secret
@@ -161,9 +162,6 @@ class Channels:
         return next((w for w in self.webhooks if w.id == ident), None)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 class ChannelStore:
     """Reads and changes the channel config in Redis. Every change is one atomic command."""
@@ -176,7 +174,7 @@ class ChannelStore:
         raw = cast(dict[bytes | str, bytes | str], self._redis.hgetall(keys.NOTIFY_CONFIG))
         webhooks: list[Webhook] = []
         email = None
-        for name, value in ((_text(k), _text(v)) for k, v in raw.items()):
+        for name, value in ((text(k), text(v)) for k, v in raw.items()):
             try:
                 data = json.loads(value)
                 if name == _EMAIL_FIELD:

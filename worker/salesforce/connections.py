@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import redis
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from quota.replies import text
 from quota.validation import TENANT_PATTERN, validate_tenant
 from worker import keys
 from worker.errors import ConnectionRefused, NotConnected, SecretUnavailable
@@ -138,7 +139,7 @@ class ConnectionStore:
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves watch() untyped
-                    ever_production = _text(pipe.hget(key, "ever_production")) == "1"
+                    ever_production = text(pipe.hget(key, "ever_production")) == "1"
                     if ever_production and connection.environment == "sandbox":
                         raise ConnectionRefused(
                             f"tenant {connection.tenant!r} has been connected to a production org and cannot be "
@@ -164,7 +165,7 @@ class ConnectionStore:
     def all(self) -> list[Connection]:
         """Every tenant's connection, by tenant id."""
         members = cast(set[Any], self.redis.smembers(keys.CONNECTIONS))
-        tenants = sorted(t for t in (_text(m) for m in members) if t and TENANT_PATTERN.fullmatch(t))
+        tenants = sorted(t for t in (text(m) for m in members) if t and TENANT_PATTERN.fullmatch(t))
         with self.redis.pipeline(transaction=False) as pipe:
             for tenant in tenants:
                 pipe.hgetall(keys.connection(tenant))
@@ -178,12 +179,6 @@ class ConnectionStore:
                 continue
         return connections
 
-
-def _text(value: object) -> str | None:
-    # Works with clients built with or without decode_responses.
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
 
 
 def _to_hash(connection: Connection) -> dict[str, str]:
@@ -206,7 +201,7 @@ def _to_hash(connection: Connection) -> dict[str, str]:
 
 
 def _from_hash(tenant: str, raw: Mapping[Any, Any]) -> Connection:
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = {text(k): text(v) for k, v in raw.items()}
     if not fields:
         raise NotConnected(tenant)
     missing = [name for name in _REQUIRED_FIELDS if not fields.get(name)]

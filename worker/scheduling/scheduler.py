@@ -30,6 +30,7 @@ import redis
 import structlog
 
 from quota.errors import InvalidInput
+from quota.replies import text
 from worker import keys
 from worker.enqueue import active_pull, enqueue_pull
 from worker.jobs.parking import PauseStore
@@ -117,9 +118,6 @@ class TickReport:
         return [*self.enqueued, *self.active]
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def default_instance_id() -> str:
     """Host, pid and a random suffix: unique per process, readable in ``GET crmsync:scheduler:lease``."""
@@ -191,7 +189,7 @@ class Scheduler:
         the rest)."""
         rows = cast(list[tuple[Any, float]],
                     self.redis.zrangebyscore(keys.SCHEDULE_DUE, "-inf", now, withscores=True))
-        return [DueEntry(_text(m), float(score)) for m, score in rows]
+        return [DueEntry(text(m), float(score)) for m, score in rows]
 
     def claim(self, entry: DueEntry, new_due: float | None) -> bool:
         """Move ``entry`` to ``new_due`` (``None`` removes it) if nobody moved it since it was read."""
@@ -202,7 +200,7 @@ class Scheduler:
         # A schedule whose due entry went missing (a hand edit, a partial restore) would never run: make it due.
         members = cast(list[Any], self.redis.hkeys(keys.SCHEDULES))
         if members:
-            self.redis.zadd(keys.SCHEDULE_DUE, {_text(m): now for m in members}, nx=True)
+            self.redis.zadd(keys.SCHEDULE_DUE, {text(m): now for m in members}, nx=True)
 
     # -- one pass -------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 import redis
 
 from quota.errors import InvalidInput
+from quota.replies import text
 from quota.validation import validate_tenant
 from worker import keys
 from worker.errors import InvalidInterval
@@ -77,9 +78,6 @@ def parse_member(raw: str) -> tuple[str, str]:
     return validate_tenant(tenant), check_name(sobject, "object")
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 @dataclass(frozen=True)
 class Schedule:
@@ -103,10 +101,10 @@ class Schedule:
 
 def check_stored_interval(raw: object) -> int:
     """A stored interval as seconds, or ``InvalidInterval`` if someone wrote garbage into the hash."""
-    text = _text(raw) if raw is not None else ""
-    if not text.isdigit() or not MIN_INTERVAL_S <= int(text) <= MAX_INTERVAL_S:
-        raise InvalidInterval(f"stored interval {text!r} is not a whole number of seconds in range")
-    return int(text)
+    value = text(raw) or ""
+    if not value.isdigit() or not MIN_INTERVAL_S <= int(value) <= MAX_INTERVAL_S:
+        raise InvalidInterval(f"stored interval {value!r} is not a whole number of seconds in range")
+    return int(value)
 
 
 class ScheduleStore:
@@ -146,8 +144,8 @@ class ScheduleStore:
 
     def all(self) -> list[Schedule]:
         """Every schedule and every due entry, sorted by member; unusable entries carry an ``error``."""
-        intervals = {_text(k): v for k, v in cast(dict[Any, Any], self.redis.hgetall(keys.SCHEDULES)).items()}
-        dues = {_text(m): float(s) for m, s in
+        intervals = {text(k): v for k, v in cast(dict[Any, Any], self.redis.hgetall(keys.SCHEDULES)).items()}
+        dues = {text(m): float(s) for m, s in
                 cast(list[tuple[Any, float]], self.redis.zrange(keys.SCHEDULE_DUE, 0, -1, withscores=True))}
         result = []
         for name in sorted(set(intervals) | set(dues)):
