@@ -16,7 +16,7 @@ from quota.replies import text
 from quota.scripts import CONFIGURE, METER
 from quota.validation import TENANT_PATTERN, parse_limit, parse_reset_time, validate_tenant
 
-__all__ = ["AuditEntry", "Clock", "CreditBucket", "Grant", "LimitState", "Status"]
+__all__ = ["AuditEntry", "Clock", "CreditBucket", "Grant", "LimitState", "Status", "meter_call"]
 
 LimitState = Literal["ok", "unset", "invalid"]
 _STATES: dict[int, LimitState] = {0: "ok", 1: "unset", 2: "invalid"}
@@ -83,6 +83,17 @@ def _config_error(raw_limit: str | None, raw_reset_at: str | None) -> str:
     return "; ".join(problems) or "invalid reset_from in config"
 
 
+def meter_call(tenant: str, delta: int, now: str, window_end: int | None = None,
+               grace: int = 0) -> tuple[list[str], list[Any]]:
+    """The meter script's KEYS and ARGV for ``tenant``, in the order ``scripts/meter.lua`` declares them.
+
+    ``now`` is epoch seconds or ``""`` for the server's clock; ``delta`` 0 only reads (the script writes only
+    on takes and refunds, so ``grace`` does not matter then).
+    """
+    return [keys.config(tenant), keys.window_prefix(tenant)], [delta, now, "" if window_end is None else window_end,
+                                                              grace]
+
+
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=UTC)
 
@@ -126,9 +137,9 @@ class CreditBucket:
 
     def _meter(self, tenant: str, delta: int, window_end: int | None = None) -> list[int]:
         validate_tenant(tenant)
-        args = [delta, self._now_arg(), "" if window_end is None else window_end, self._grace]
         try:
-            result: list[int] = METER(self._direct.execute, [keys.config(tenant), keys.window_prefix(tenant)], args)
+            result: list[int] = METER(self._direct.execute, *meter_call(tenant, delta, self._now_arg(), window_end,
+                                                                          self._grace))
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"credit bucket unavailable: {exc.__class__.__name__}: {exc}") from exc
         return result

@@ -1,4 +1,5 @@
-"""Lua scripts, called lean: one ``EVALSHA`` round trip, loading the script only when Redis lacks it.
+"""The one way Lua scripts are loaded and run, in every package: one ``EVALSHA`` round trip, loading the
+script only when Redis lacks it.
 
 redis-py's ``Script`` wrapper costs about a fifth of the throughput of a raw round trip; the metering
 script is on every Salesforce request's path, so it is sent as a bare ``EVALSHA`` through whatever sends
@@ -21,20 +22,26 @@ Execute = Callable[..., Any]
 
 
 class LuaScript:
-    """A Lua script shipped in ``quota/scripts``, run by its SHA1."""
+    """A Lua script shipped as ``scripts/<name>.lua`` in ``package`` (``quota`` for the bucket's, ``worker``
+    for the worker's), run by its SHA1. Every script file starts with a ``KEYS:`` / ``ARGV:`` header."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, package: str = "quota") -> None:
         self.name = name
-        self.source = resources.files("quota").joinpath("scripts", f"{name}.lua").read_text("utf-8")
+        self.source = resources.files(package).joinpath("scripts", f"{name}.lua").read_text("utf-8")
         self.sha = hashlib.sha1(self.source.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+    def command(self, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        """The ``EVALSHA`` command running the script with ``keys`` and ``args``, for a pipeline (which cannot
+        load a missing script: send ``SCRIPT LOAD`` first)."""
+        return ("EVALSHA", self.sha, len(keys), *keys, *args)
 
     def __call__(self, execute: Execute, keys: list[str], args: list[Any]) -> Any:
         """Run the script through ``execute`` with ``keys`` and ``args``."""
         try:
-            return execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return execute(*self.command(keys, args))
         except redis.exceptions.NoScriptError:
             execute("SCRIPT", "LOAD", self.source)
-            return execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return execute(*self.command(keys, args))
 
 
 METER = LuaScript("meter")

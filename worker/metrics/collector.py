@@ -19,24 +19,25 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import redis
 import structlog
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from quota.bucket import Clock
+from quota.bucket import Clock, meter_call
 from quota.replies import text
 from quota.scripts import METER
 from quota.validation import TENANT_PATTERN
 from worker import keys
+from worker.jobs.parking import PauseReason
 
 __all__ = ["PAUSE_REASONS", "TENANT_GAUGES", "TenantCollector"]
 
 log = structlog.get_logger("crmsync.metrics")
 
 #: Pause reasons reported as they are; any other stored reason is reported as ``other``.
-PAUSE_REASONS = frozenset({"quota_exhausted", "org_limit", "auth_failed"})
+PAUSE_REASONS = frozenset(get_args(PauseReason))
 
 #: The only metric families that carry a ``tenant`` label: name -> help.
 TENANT_GAUGES: dict[str, str] = {
@@ -166,8 +167,7 @@ class TenantCollector:
         pipe = self.redis.pipeline(transaction=False)
         execute: Any = pipe.execute_command
         for tenant in tenants:
-            # delta 0: a read; the script writes only on takes and refunds.
-            execute("EVALSHA", METER.sha, 2, keys.config(tenant), keys.window_prefix(tenant), 0, now, "", 0)
+            execute(*METER.command(*meter_call(tenant, 0, now)))
             pipe.hgetall(keys.pause(tenant))
             pipe.zcard(keys.parked(tenant))
             pipe.hmget(keys.org_usage(tenant), ["used", "max"])

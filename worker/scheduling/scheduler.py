@@ -31,6 +31,7 @@ import structlog
 
 from quota.errors import InvalidInput
 from quota.replies import text
+from quota.scripts import LuaScript
 from worker import keys
 from worker.enqueue import active_pull, enqueue_pull
 from worker.jobs.parking import PauseStore
@@ -45,42 +46,10 @@ DEFAULT_TICK_S = 5.0
 DEFAULT_LEASE_TTL_S = 30.0
 log = structlog.get_logger("crmsync.scheduler")
 
-_RENEW = """\
--- KEYS: [1] crmsync:scheduler:lease  the id of the scheduler instance allowed to enqueue
--- ARGV: [1] this instance's id  [2] lease time to live in milliseconds
--- Extends the lease only if this instance still holds it; returns 1 if so, else 0.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
+_RENEW = LuaScript("lease_renew", package="worker")
+_RELEASE = LuaScript("lease_release", package="worker")
+_CLAIM = LuaScript("schedule_claim", package="worker")
 
-_RELEASE = """\
--- KEYS: [1] crmsync:scheduler:lease
--- ARGV: [1] this instance's id
--- Drops the lease only if this instance holds it (never another's); returns 1 if dropped, else 0.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-_CLAIM = """\
--- KEYS: [1] crmsync:schedule:due  "TENANT/OBJECT" scored by when its next pull is due
--- ARGV: [1] member  [2] the score it had when read  [3] its new score, or "" to remove the entry
--- Compare-and-set: moves (or removes) the entry only if its score is still the one read, so of several
--- schedulers that read the same due entry exactly one claims it. Returns 1 if moved or removed, else 0.
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) ~= tonumber(ARGV[2]) then
-  return 0
-end
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-else
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-end
-return 1
-"""
 
 
 def next_due(due: float, interval: int, now: float) -> float:
@@ -152,9 +121,6 @@ class Scheduler:
         self.tick_s = tick_s
         self.lease_ttl_ms = int(lease_ttl_s * 1000)
         self.pauses = PauseStore(client)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._claim = client.register_script(_CLAIM)
         self._leader = False
         self.log = log.bind(instance=self.instance_id)
 
@@ -162,7 +128,7 @@ class Scheduler:
 
     def renew_lease(self) -> bool:
         """Extend the lease if this instance holds it; return whether it does."""
-        return bool(self._renew(keys=[keys.SCHEDULER_LEASE], args=[self.instance_id, self.lease_ttl_ms]))
+        return bool(_RENEW(self.redis.execute_command, [keys.SCHEDULER_LEASE], [self.instance_id, self.lease_ttl_ms]))
 
     def hold_lease(self) -> bool:
         """Renew the lease, or take it if nobody holds it; return whether this instance now holds it."""
@@ -176,7 +142,7 @@ class Scheduler:
 
     def release(self) -> bool:
         """Give the lease up (only if this instance holds it), so another takes over without waiting."""
-        released = bool(self._release(keys=[keys.SCHEDULER_LEASE], args=[self.instance_id]))
+        released = bool(_RELEASE(self.redis.execute_command, [keys.SCHEDULER_LEASE], [self.instance_id]))
         if released:
             self.log.info("scheduler.lease_released")
         self._leader = False
@@ -194,7 +160,7 @@ class Scheduler:
     def claim(self, entry: DueEntry, new_due: float | None) -> bool:
         """Move ``entry`` to ``new_due`` (``None`` removes it) if nobody moved it since it was read."""
         args = [entry.member, repr(entry.due), "" if new_due is None else repr(new_due)]
-        return bool(self._claim(keys=[keys.SCHEDULE_DUE], args=args))
+        return bool(_CLAIM(self.redis.execute_command, [keys.SCHEDULE_DUE], args))
 
     def _repair(self, now: float) -> None:
         # A schedule whose due entry went missing (a hand edit, a partial restore) would never run: make it due.
