@@ -196,11 +196,6 @@ class CreditBucket:
             fields["reset_at"] = reset_at
         return self._configure(tenant, fields, actor=actor)
 
-    def set_reset_time(self, tenant: str, reset_at: str, *, actor: str) -> Status:
-        """Set the tenant's UTC reset time of day; it applies once the current window has ended."""
-        parse_reset_time(reset_at)
-        return self._configure(tenant, {"reset_at": reset_at}, actor=actor)
-
     def _configure(self, tenant: str, fields: dict[str, str], *, actor: str) -> Status:
         if not actor or not isinstance(actor, str):
             raise InvalidInput("actor must name who makes the change")

@@ -10,7 +10,6 @@ __all__ = [
     "MAX_LIMIT",
     "MIN_LIMIT",
     "TENANT_PATTERN",
-    "format_reset_time",
     "parse_limit",
     "parse_reset_time",
     "validate_tenant",
@@ -64,8 +63,3 @@ def parse_reset_time(value: object) -> int:
     if match is None:
         raise InvalidResetTime(f"invalid reset time {value!r}: use HH:MM in UTC, from 00:00 to 23:59")
     return int(match.group(1)) * 60 + int(match.group(2))
-
-
-def format_reset_time(minute: int) -> str:
-    """Format a minute of the day as ``HH:MM``."""
-    return f"{minute // 60:02d}:{minute % 60:02d}"

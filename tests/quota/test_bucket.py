@@ -75,7 +75,7 @@ def test_reset_time_of_day_is_per_tenant(bucket: CreditBucket, clock: FakeClock)
 def test_changed_reset_time_applies_after_the_open_window(bucket: CreditBucket, clock: FakeClock) -> None:
     bucket.set_limit("acme", 100_000, actor="ops")
     bucket.take("acme", 100_000)
-    status = bucket.set_reset_time("acme", "13:00", actor="ops")
+    status = bucket.set_limit("acme", 100_000, actor="ops", reset_at="13:00")
     # Moving the reset to one hour from now must not refill the bucket early.
     assert status.remaining == 0
     assert status.resets_at == datetime.fromtimestamp(MIDNIGHT_AFTER_T0, UTC)

@@ -85,8 +85,8 @@ class BucketMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.model.limit is not None)
     @rule(reset_at=st.sampled_from(RESET_TIMES))
     def set_reset_time(self, reset_at: str) -> None:
-        self.bucket.set_reset_time("acme", reset_at, actor="model")
-        self.model.configure(None, reset_at)
+        self.bucket.set_limit("acme", self.model.limit, actor="model", reset_at=reset_at)
+        self.model.configure(self.model.limit, reset_at)
 
     @rule(n=st.integers(1, 120_000) | st.integers(1, 5))
     def take(self, n: int) -> None:
