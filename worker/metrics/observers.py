@@ -117,8 +117,8 @@ class MetricsObserver:
     def after_request(self, event: RequestEvent) -> None:
         """Count ``event``; never raises."""
         try:
-            sobject = getattr(event, "sobject", None)  # set by the session once RequestEvent carries it
-            name = sobject if isinstance(sobject, str) and sobject else object_from_url(event.url)
+            # The session knows the job's object; requests outside a job (a /limits probe) are named by URL.
+            name = event.sobject or object_from_url(event.url)
             method = method_label(event.method)
             outcome = outcome_label(event.outcome)
             API_REQUESTS.labels(self.object_label(name), method, outcome).inc()
