@@ -43,6 +43,7 @@ __all__ = [
     "BrokerSettings",
     "WorkerSettings",
     "actor",
+    "configured_redis_url",
     "log_format",
     "metrics_objects",
     "multiproc_dir",
@@ -59,9 +60,14 @@ def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if environ is None else environ
 
 
+def configured_redis_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """``REDIS_URL`` when it is set: ``make run`` and the tests start their own Redis when it is not."""
+    return _env(environ).get("REDIS_URL") or None
+
+
 def redis_url(environ: Mapping[str, str] | None = None) -> str:
     """``REDIS_URL`` (redis:// or rediss://, ACL user and password in the URL), else the local default."""
-    return _env(environ).get("REDIS_URL") or DEFAULT_REDIS_URL
+    return configured_redis_url(environ) or DEFAULT_REDIS_URL
 
 
 def actor(environ: Mapping[str, str] | None = None) -> str:

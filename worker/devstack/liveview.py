@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from quota.bucket import CreditBucket
+from quota.replies import text
 from worker import keys
 from worker.cli.status import tenant_rows
 from worker.notifications import Notification, recent
@@ -71,7 +72,7 @@ def _job_states(client: redis.Redis, tenant: str) -> Counter[str]:
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hget(name, "state")
-    return Counter((s.decode() if isinstance(s, bytes) else str(s)) for s in pipe.execute() if s is not None)
+    return Counter(text(s) for s in pipe.execute() if s is not None)
 
 
 def _countdown(resets_at: str, now: float) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import shutil
 import signal
 import socket
@@ -26,6 +25,8 @@ from types import TracebackType
 from typing import cast
 
 import redis
+
+from worker.settings import configured_redis_url
 
 __all__ = [
     "ClientFactory",
@@ -289,7 +290,7 @@ class EmbeddedRedis:
 @contextlib.contextmanager
 def redis_url_or_embedded() -> Iterator[str]:
     """Yield ``REDIS_URL`` when it is set; otherwise start an embedded server and yield its URL."""
-    url = os.environ.get("REDIS_URL")
+    url = configured_redis_url()
     if url:
         yield url
         return
