@@ -1,4 +1,7 @@
-"""``crmsync emulator``: run the Salesforce emulator in the foreground until SIGTERM or SIGINT."""
+"""What ``crmsync emulator`` runs: the Salesforce emulator in the foreground until SIGTERM or SIGINT.
+
+Its options are defined in ``worker.cli.emulator``.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +9,12 @@ import argparse
 import signal
 import sys
 import threading
-from pathlib import Path
 from types import FrameType
 
 from emulator.server import EmulatorServer, parse_org_spec
 from quota.errors import InvalidInput
 
-__all__ = ["register", "run"]
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``emulator`` subcommand."""
-    parser = commands.add_parser(
-        "emulator",
-        help="serve a local HTTPS Salesforce REST API with per-org API limits",
-        description="Serve a local HTTPS emulator of the Salesforce REST API (loopback only) until "
-        "SIGTERM or SIGINT.",
-    )
-    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default 0: a free port)")
-    parser.add_argument("--orgs", default="acme,globex",
-                        help="comma-separated name[:production|sandbox], e.g. acme,acme-sandbox:sandbox "
-                        "(default acme,globex)")
-    parser.add_argument("--records", type=int, default=200, help="synthetic records per object (default 200)")
-    parser.add_argument("--daily-limit", type=int, default=100_000,
-                        help="API requests per org per rolling 24 hours (default 100000)")
-    parser.add_argument("--token-ttl", type=float, default=7200.0,
-                        help="access token lifetime in seconds (default 7200)")
-    parser.add_argument("--ready-file", type=Path, help="write the ready JSON here once serving")
-    parser.add_argument("--count-token-requests", action="store_true",
-                        help="count OAuth token requests against the daily limit (default: free)")
-    parser.set_defaults(handler=run)
+__all__ = ["run"]
 
 
 def _checked(args: argparse.Namespace) -> list[str]:

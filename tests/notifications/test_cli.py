@@ -11,7 +11,7 @@ import redis
 
 from quota.errors import InvalidInput
 from worker import keys
-from worker.cli.notify import register
+from worker.cli import register
 from worker.errors import CommandError
 from worker.notifications import NotificationCenter
 
@@ -21,7 +21,7 @@ HOOK = "https://hooks.example.test/services/T1?token=S3CRET"
 
 def run(*argv: str) -> int:
     parser = argparse.ArgumentParser(prog="crmsync")
-    register(parser.add_subparsers(dest="command", required=True))
+    register(parser.add_subparsers(dest="command", required=True), "notify", "notifications")
     args = parser.parse_args(argv)
     code: int = args.handler(args)
     return code

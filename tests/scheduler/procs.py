@@ -2,7 +2,7 @@
 
 ``lockstep NAME``: a scheduler whose clock is a Redis key and which ticks once per ``go`` message, so a test
 can make two real processes tick at the same moment, round after round, and read back what each did.
-``cli ARGS...``: the real ``crmsync`` subcommands from ``worker.cli.schedule`` (e.g. ``scheduler --tick 0.05``).
+``cli ARGS...``: the real ``crmsync scheduler`` from ``worker.cli.scheduler`` (e.g. ``scheduler --tick 0.05``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import cast
 
 import redis
 
-from worker.cli.schedule import register
+from worker.cli.scheduler import register
 from worker.scheduling.scheduler import Scheduler
 
 CLOCK = "crmsync:test:clock"

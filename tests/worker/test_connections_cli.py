@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from quota.errors import InvalidInput
-from worker.cli.connect import register
+from worker.cli import register
 from worker.errors import CommandError, ConnectionRefused
 
 SECRET = "cli-secret-value-abcdef0123456789"
@@ -20,7 +20,7 @@ LOGIN = "https://login.example.test"
 
 def parser() -> argparse.ArgumentParser:
     built = argparse.ArgumentParser(prog="crmsync")
-    register(built.add_subparsers(dest="command", required=True))
+    register(built.add_subparsers(dest="command", required=True), "connect", "connections")
     return built
 
 

@@ -1,4 +1,10 @@
-"""The ``crmsync`` command: one entry point, each area of the system registering its own subcommands.
+"""The ``crmsync`` command: one entry point, one module of this package per top-level command.
+
+``COMMANDS`` names every command with its one-line help; command ``NAME`` lives in ``worker.cli.NAME``, whose
+``register`` adds its full parser. ``main`` imports only the module of the command it runs: ``crmsync --help``
+needs nothing but the table, so admins' and scripts' quick commands do not pay for importing the emulator,
+Dramatiq or simple-salesforce. Helpers shared by commands live in ``support.py`` (the Redis client),
+``bucket.py``, ``connection_store.py`` and ``job_report.py``.
 
 Bad input never shows a traceback: an ``InvalidInput`` (or any ``ValueError`` raised on purpose by a
 handler) exits 2 with a one-line reason on stderr; an unreachable Redis exits 1.
@@ -8,46 +14,73 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from importlib import import_module
+from typing import Any, TypeAlias
 
 from quota.errors import InvalidInput, QuotaUnavailable
 from worker.errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 
-__all__ = ["CommandError", "main"]
+__all__ = ["COMMANDS", "CommandError", "Subcommands", "add_command", "build_parser", "main", "register"]
+
+# A string: argparse's action class is generic only in its type stubs.
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+# In the order `crmsync --help` lists them.
+COMMANDS: dict[str, str] = {
+    "run": "run the whole system on embedded defaults with a live view (make run)",
+    "status": "one row per tenant: credits, pause, parked jobs, org usage",
+    "resume": "resume a paused tenant now and queue its parked jobs again",
+    "quota": "show and change tenants' CRM API daily limits",
+    "connect": "connect a tenant to its Salesforce org (replaces its current connection)",
+    "connections": "list tenants' org connections (never secrets)",
+    "sync": "queue an incremental pull of one object for a tenant",
+    "push": "queue an upsert of JSON Lines records by an external id field",
+    "worker": "run the Dramatiq workers (dramatiq worker.app)",
+    "schedule": "set, remove and list periodic pulls per tenant and object",
+    "scheduler": "queue scheduled pulls (run two for availability)",
+    "notify": "notification channels: webhooks and email (log and stream are always on)",
+    "notifications": "recent notifications, newest first",
+    "metrics": "serve Prometheus metrics: per-tenant quota gauges and the worker pool's counters",
+    "emulator": "serve a local HTTPS Salesforce REST API with per-org API limits",
+}
 
 
-def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    # Imported here so `crmsync --help` stays fast and each area owns its own commands.
-    from emulator.cli import register as emulator_commands  # noqa: PLC0415
-    from worker.cli.connect import register as connection_commands  # noqa: PLC0415
-    from worker.cli.jobs import register as job_commands  # noqa: PLC0415
-    from worker.cli.metrics import register as metrics_commands  # noqa: PLC0415
-    from worker.cli.notify import register as notification_commands  # noqa: PLC0415
-    from worker.cli.quota import register as quota_commands  # noqa: PLC0415
-    from worker.cli.schedule import register as schedule_commands  # noqa: PLC0415
-    from worker.cli.status import register as status_commands  # noqa: PLC0415
-    from worker.devstack.run import register as run_commands  # noqa: PLC0415
-
-    return [run_commands, status_commands, quota_commands, connection_commands, job_commands,
-            schedule_commands, notification_commands, metrics_commands, emulator_commands]
+def add_command(commands: Subcommands, name: str, **options: Any) -> argparse.ArgumentParser:
+    """Add command ``name`` with its help from ``COMMANDS``; ``options`` go to ``add_parser``."""
+    return commands.add_parser(name, help=COMMANDS[name], **options)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``crmsync`` argument parser."""
+def register(commands: Subcommands, *names: str) -> None:
+    """Add the named commands with their full parsers, importing each one's module."""
+    for name in names:
+        import_module(f"{__name__}.{name}").register(commands)
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    # crmsync's own options take no value, so the first word that is not an option names the command.
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``crmsync`` parser: ``command`` (if it is one) in full, every other command by its name and help only."""
     parser = argparse.ArgumentParser(
         prog="crmsync",
         description="Sync Salesforce orgs while metering every API call against a daily credit quota.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for register in _registrars():
-        register(commands)
+    for name in COMMANDS:
+        if name == command:
+            register(commands, name)
+        else:
+            add_command(commands, name)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``crmsync`` with ``argv`` and return the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run ``crmsync`` with ``argv`` (default: the process's arguments) and return the exit code."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command(words)).parse_args(words)
     try:
         code: int = args.handler(args)
     except (InvalidInput, CommandError) as exc:
@@ -59,7 +92,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

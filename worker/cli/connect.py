@@ -1,26 +1,13 @@
-"""``crmsync connect`` and ``crmsync connections``: tenants' Salesforce org connections."""
+"""``crmsync connect``: connect a tenant to its Salesforce org."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from worker.cli.support import cli_redis
-from worker.salesforce.connections import Connection, ConnectionStore
+from worker.cli import Subcommands, add_command
+from worker.cli.connection_store import connection_store
 
-__all__ = ["connection_store", "register"]
-
-
-@contextmanager
-def connection_store() -> Iterator[ConnectionStore]:
-    """A store on ``REDIS_URL`` with short timeouts, so an unreachable Redis fails fast instead of hanging.
-
-    A Redis error inside the block becomes a one-line ``CommandError`` (exit 1).
-    """
-    with cli_redis("connection store") as client:
-        yield ConnectionStore(client)
+__all__ = ["register"]
 
 
 def _cmd_connect(args: argparse.Namespace) -> int:
@@ -36,32 +23,10 @@ def _cmd_connect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(conn: Connection) -> tuple[str, ...]:
-    return (conn.tenant, conn.environment, conn.grant, "yes" if conn.ever_production else "no",
-            conn.connected_at.isoformat(timespec="seconds"), conn.login_url, conn.client_id)
-
-
-def _cmd_connections(args: argparse.Namespace) -> int:
-    with connection_store() as store:
-        connections = store.all()
-    if args.json:
-        print(json.dumps([c.to_json() for c in connections]))
-        return 0
-    if not connections:
-        print("no tenants connected: connect one with `crmsync connect TENANT ...`")
-        return 0
-    header = ("TENANT", "ENVIRONMENT", "GRANT", "EVER-PROD", "CONNECTED-AT", "LOGIN-URL", "CLIENT-ID")
-    rows = [header, *(_row(c) for c in connections)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    for r in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=False)) + "  " + r[-1])
-    return 0
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``connect`` and ``connections`` subcommands."""
-    connect = commands.add_parser(
-        "connect", help="connect a tenant to its Salesforce org (replaces its current connection)",
+def register(commands: Subcommands) -> None:
+    """Add the ``connect`` command."""
+    connect = add_command(
+        commands, "connect",
         description="Connect TENANT to one Salesforce org. Pick the grant by the credentials you give: "
                     "a client secret (client credentials), a private key and username (JWT bearer), or a refresh "
                     "token with an optional client secret. Secrets are read from files or the environment and "
@@ -81,7 +46,3 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     connect.add_argument("--refresh-token-file", metavar="FILE", help="file holding a refresh token")
     connect.add_argument("--ca-bundle", metavar="FILE", help="CA certificates for HTTPS (default: system CAs)")
     connect.set_defaults(handler=_cmd_connect)
-
-    listing = commands.add_parser("connections", help="list tenants' org connections (never secrets)")
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=_cmd_connections)

@@ -12,6 +12,8 @@ from types import FrameType
 
 import redis
 
+from worker.cli import Subcommands, add_command
+from worker.cli import main as crmsync
 from worker.metrics.multiprocess import ENV
 from worker.metrics.server import DEFAULT_HOST, DEFAULT_PORT, build_registry, serve
 from worker.settings import multiproc_dir, redis_url
@@ -52,10 +54,9 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``metrics`` subcommand."""
-    metrics = commands.add_parser(
-        "metrics", help="serve Prometheus metrics: per-tenant quota gauges and the worker pool's counters")
+def register(commands: Subcommands) -> None:
+    """Add the ``metrics`` command."""
+    metrics = add_command(commands, "metrics")
     metrics.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     metrics.add_argument("--port", type=int, default=DEFAULT_PORT,
                          help=f"port to listen on (default {DEFAULT_PORT}; 0 picks a free one)")
@@ -67,15 +68,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``metrics`` on its own (``python -m worker.cli.metrics``), for before it is registered in ``crmsync``."""
-    parser = argparse.ArgumentParser(prog="crmsync")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["metrics", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        code: int = args.handler(args)
-    except KeyboardInterrupt:
-        return 130
-    return code
+    """``python -m worker.cli.metrics ARGS``: ``crmsync metrics ARGS``."""
+    return crmsync(["metrics", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``crmsync notify ...`` (channel config) and ``crmsync notifications`` (recent notifications)."""
+"""``crmsync notify ...``: where notifications go (webhooks and email; log and stream are always on)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import json
 from typing import Any
 
 from quota.errors import InvalidInput
-from quota.validation import validate_tenant
+from worker.cli import Subcommands, add_command
 from worker.cli.support import cli_redis
-from worker.notifications.center import recent
 from worker.notifications.channels import Channels, ChannelStore, EmailSettings, password_ref, redact_url
 
 __all__ = ["register"]
-
-_MAX_LIMIT = 1000
 
 
 def _cmd_webhook_add(args: argparse.Namespace) -> int:
@@ -87,27 +84,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_notifications(args: argparse.Namespace) -> int:
-    if args.tenant is not None:
-        validate_tenant(args.tenant)
-    if not 1 <= args.limit <= _MAX_LIMIT:
-        raise InvalidInput(f"invalid --limit {args.limit}: use 1 to {_MAX_LIMIT}")
-    with cli_redis("Redis") as client:
-        found = recent(client, args.tenant, limit=args.limit)
-    if args.json:
-        print(json.dumps([n.to_json() for n in found]))
-        return 0
-    if not found:
-        print("no notifications" + (f" for {args.tenant}" if args.tenant else ""))
-    for n in found:
-        print(f"{n.at.isoformat(timespec='seconds')}  {n.kind:<18} {n.tenant:<20} {n.message}")
-    return 0
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``notify`` and ``notifications`` subcommands."""
-    notify = commands.add_parser("notify", help="notification channels: webhooks and email (log and stream are "
-                                                "always on)")
+def register(commands: Subcommands) -> None:
+    """Add the ``notify`` command."""
+    notify = add_command(commands, "notify")
     sub = notify.add_subparsers(dest="notify_command", required=True, metavar="ACTION")
 
     webhook = sub.add_parser("webhook", help="add or remove a webhook (JSON POST of each notification)")
@@ -139,9 +118,3 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show = sub.add_parser("show", help="the channels notifications go to (never a password or URL token)")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_cmd_show)
-
-    listing = commands.add_parser("notifications", help="recent notifications, newest first")
-    listing.add_argument("tenant", nargs="?", help="only this tenant's")
-    listing.add_argument("--json", action="store_true")
-    listing.add_argument("--limit", type=int, default=20, help=f"how many (1-{_MAX_LIMIT}, default 20)")
-    listing.set_defaults(handler=_cmd_notifications)

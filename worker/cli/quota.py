@@ -7,35 +7,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from quota.bucket import AuditEntry, CreditBucket, Status
-from worker.settings import actor, redis_url
+from quota.bucket import AuditEntry, Status
+from worker.cli import Subcommands, add_command
+from worker.cli.bucket import connect_bucket, status_dict
+from worker.settings import actor
 
-__all__ = ["connect_bucket", "register", "status_dict"]
-
-_CLI_TIMEOUT_S = 5.0
-
-
-def connect_bucket() -> CreditBucket:
-    """A bucket on ``REDIS_URL`` with timeouts, so an unreachable Redis fails fast instead of hanging."""
-    return CreditBucket.from_url(
-        redis_url(), socket_connect_timeout=_CLI_TIMEOUT_S, socket_timeout=_CLI_TIMEOUT_S
-    )
-
-
-def status_dict(status: Status) -> dict[str, Any]:
-    """A tenant's quota status as plain JSON-able values."""
-    percent = status.percent_used
-    return {
-        "tenant": status.tenant,
-        "limit": status.limit,
-        "limit_state": status.limit_state,
-        "used": status.used,
-        "remaining": status.remaining,
-        "percent_used": None if percent is None else round(percent, 2),
-        "resets_at": status.resets_at.isoformat(),
-        "reset_at": status.reset_at,
-        "config_error": status.config_error,
-    }
+__all__ = ["register"]
 
 
 def _countdown(when: datetime) -> str:
@@ -100,9 +77,9 @@ def _cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``quota`` subcommand."""
-    quota = commands.add_parser("quota", help="show and change tenants' CRM API daily limits")
+def register(commands: Subcommands) -> None:
+    """Add the ``quota`` command."""
+    quota = add_command(commands, "quota")
     sub = quota.add_subparsers(dest="quota_command", required=True, metavar="ACTION")
 
     set_ = sub.add_parser("set", help="set a tenant's daily limit (a whole number >= 100,000)")

@@ -1,25 +1,21 @@
-"""``crmsync schedule set|remove|list`` and ``crmsync scheduler``."""
+"""``crmsync schedule set|remove|list``: periodic pulls per tenant and object."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 import time
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Any
 
 import redis
 
-from quota.errors import InvalidInput
-from worker.cli.support import EXIT_FAILURE, cli_redis, redis_client
+from worker.cli import Subcommands, add_command
+from worker.cli.support import cli_redis
 from worker.enqueue import active_pull
+from worker.errors import EXIT_FAILURE
 from worker.jobs.parking import PauseStore
-from worker.logs import configure_logging
-from worker.scheduling.scheduler import DEFAULT_LEASE_TTL_S, DEFAULT_TICK_S, Scheduler
 from worker.scheduling.schedules import Schedule, ScheduleStore, format_interval, parse_interval
 
 __all__ = ["register", "schedule_rows"]
@@ -96,29 +92,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_scheduler(args: argparse.Namespace) -> int:
-    if not args.tick > 0:
-        raise InvalidInput(f"invalid --tick {args.tick}: a positive number of seconds")
-    configure_logging()
-    scheduler = Scheduler(redis_client(), instance_id=args.instance_id, tick_s=args.tick, lease_ttl_s=args.lease_ttl)
-    stop = threading.Event()
-
-    def _stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()  # run() wakes from its wait, releases the lease and returns
-
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        scheduler.run(stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        scheduler.redis.close()
-    return 0
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``schedule`` and ``scheduler`` subcommands."""
-    schedule = commands.add_parser("schedule", help="set, remove and list periodic pulls per tenant and object")
+def register(commands: Subcommands) -> None:
+    """Add the ``schedule`` command."""
+    schedule = add_command(commands, "schedule")
     sub = schedule.add_subparsers(dest="schedule_command", required=True, metavar="ACTION")
 
     set_ = sub.add_parser("set", help="pull an object for a tenant at an interval (a new schedule is due now)")
@@ -136,12 +112,3 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     list_ = sub.add_parser("list", help="schedules, next due times, active pulls and paused tenants")
     list_.add_argument("--json", action="store_true")
     list_.set_defaults(handler=_cmd_list)
-
-    scheduler = commands.add_parser("scheduler", help="queue scheduled pulls (run two for availability)")
-    scheduler.add_argument("--tick", type=float, default=DEFAULT_TICK_S, metavar="SECONDS",
-                           help=f"seconds between passes (default {DEFAULT_TICK_S:g})")
-    scheduler.add_argument("--lease-ttl", type=float, default=DEFAULT_LEASE_TTL_S, metavar="SECONDS",
-                           help="seconds another scheduler waits to take over from one that died "
-                                f"(default {DEFAULT_LEASE_TTL_S:g}; at least twice --tick)")
-    scheduler.add_argument("--instance-id", help="this instance's name in the lease (default host:pid:random)")
-    scheduler.set_defaults(handler=_cmd_scheduler)

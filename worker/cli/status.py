@@ -1,4 +1,4 @@
-"""``crmsync status`` (one row per tenant: quota, pause, parked jobs, org usage) and ``crmsync resume``."""
+"""``crmsync status``: one row per tenant (quota, pause, parked jobs, org usage)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import redis
 
 from quota.bucket import CreditBucket
 from quota.errors import QuotaUnavailable
-from quota.validation import validate_tenant
-from worker.cli.quota import connect_bucket, status_dict
+from worker.cli import Subcommands, add_command
+from worker.cli.bucket import connect_bucket, status_dict
 from worker.jobs.parking import PauseStore
 from worker.salesforce.session import OrgUsage
 
@@ -75,30 +75,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_resume(args: argparse.Namespace) -> int:
-    from worker.jobs.resume import Resumer, send_parked  # noqa: PLC0415 (binds the broker only for this command)
-    from worker.jobs.runtime import Runtime, notification_center  # noqa: PLC0415
-    from worker.jobs.sink import JsonlSink  # noqa: PLC0415
-
-    validate_tenant(args.tenant)
-    bucket = connect_bucket()
-    runtime = Runtime(redis=bucket.redis, sink=JsonlSink("."), notifier=notification_center())
-    pauses = runtime.pauses
-    if pauses.get(args.tenant) is None and pauses.parked_count(args.tenant) == 0:
-        print(f"{args.tenant}: not paused, nothing parked")
-        return 0
-    resumer = Resumer(bucket.redis, bucket, pauses, send_parked, runtime.notifier)
-    sent = resumer.resume(args.tenant, by="cli")
-    print(f"{args.tenant}: resumed, {sent} parked jobs queued again")
-    return 0
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``status`` and ``resume`` subcommands."""
-    status = commands.add_parser("status", help="one row per tenant: credits, pause, parked jobs, org usage")
+def register(commands: Subcommands) -> None:
+    """Add the ``status`` command."""
+    status = add_command(commands, "status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=_cmd_status)
-
-    resume = commands.add_parser("resume", help="resume a paused tenant now and queue its parked jobs again")
-    resume.add_argument("tenant")
-    resume.set_defaults(handler=_cmd_resume)

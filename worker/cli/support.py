@@ -1,4 +1,4 @@
-"""What every ``crmsync`` subcommand shares: one-line refusals and a Redis client that fails fast."""
+"""What the ``crmsync`` commands share: the one Redis client factory, whose client fails fast."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from contextlib import contextmanager
 
 import redis
 
-from worker.errors import EXIT_FAILURE, EXIT_USAGE, CommandError
+from worker.errors import EXIT_FAILURE, CommandError
 from worker.settings import redis_url
 
-__all__ = ["CLI_TIMEOUT_S", "EXIT_FAILURE", "EXIT_USAGE", "CommandError", "cli_redis", "redis_client"]
+__all__ = ["CLI_TIMEOUT_S", "cli_redis", "redis_client"]
 
 # A command waits this long for Redis before it says so, instead of hanging.
 CLI_TIMEOUT_S = 5.0

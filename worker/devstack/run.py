@@ -30,7 +30,7 @@ from worker.errors import StartFailed
 from worker.salesforce.connections import ConnectionStore
 from worker.scheduling.schedules import ScheduleStore
 
-__all__ = ["DEMO_TENANTS", "register"]
+__all__ = ["DEMO_TENANTS", "run"]
 
 DEMO_TENANTS = {"acme": 0, "globex": 8}  # tenant -> credits left (0: the whole daily limit)
 DEMO_LIMIT = 100_000
@@ -98,7 +98,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run ``crmsync run`` with its parsed options (see ``worker.cli.run``) and return the exit code."""
     signal.signal(signal.SIGTERM, _interrupt)
     var = Path(args.var_dir).resolve()
     run_dir, log_dir = var / "run", var / "log"
@@ -130,16 +131,3 @@ def _cmd_run(args: argparse.Namespace) -> int:
             client.close()
     print("stopped: no process left running", flush=True)
     return 0
-
-
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``run`` subcommand."""
-    run = commands.add_parser("run", help="run the whole system on embedded defaults with a live view (make run)")
-    run.add_argument("--demo", action="store_true", help="set up the emulator demo even if tenants are connected")
-    run.add_argument("--headless", action="store_true", help="print status lines instead of the live view")
-    run.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    run.add_argument("--metrics-port", type=int, default=9464, help="port of the metrics endpoint (0: a free one)")
-    run.add_argument("--processes", type=int, default=2, help="worker processes (default 2)")
-    run.add_argument("--threads", type=int, default=4, help="threads per worker process (default 4)")
-    run.add_argument("--var-dir", default="var", help="where data, logs and run files go (default ./var)")
-    run.set_defaults(handler=_cmd_run)

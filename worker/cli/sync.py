@@ -1,0 +1,28 @@
+"""``crmsync sync``: queue an incremental pull of one object for a tenant."""
+
+from __future__ import annotations
+
+import argparse
+
+from worker.cli import Subcommands, add_command
+from worker.cli.job_report import add_wait_options, report
+from worker.cli.support import redis_client
+from worker.enqueue import enqueue_pull
+
+__all__ = ["register"]
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    client = redis_client()
+    fields = [f for f in args.fields.split(",") if f] if args.fields else []
+    return report(client, args.tenant, enqueue_pull(client, args.tenant, args.object, fields), args)
+
+
+def register(commands: Subcommands) -> None:
+    """Add the ``sync`` command."""
+    sync = add_command(commands, "sync")
+    sync.add_argument("tenant")
+    sync.add_argument("object", help="sObject API name, e.g. Lead")
+    sync.add_argument("--fields", help="comma-separated fields to pull (Id and SystemModstamp are always pulled)")
+    add_wait_options(sync)
+    sync.set_defaults(handler=_cmd_sync)
