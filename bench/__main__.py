@@ -10,6 +10,7 @@ BENCHMARKS = [
     "bench.credits_bench",
     "bench.jobs_bench",
     "bench.resume_bench",
+    "bench.cli_bench",
 ]
 
 

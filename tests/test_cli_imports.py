@@ -34,4 +34,4 @@ def test_quick_commands_import_no_heavy_package(redis_url: str, redis_client: re
 
 
 def test_a_command_imports_its_own_implementation(redis_url: str) -> None:
-    assert "emulator" in imported_packages(redis_url, "emulator", "--help")
+    assert "rich" in imported_packages(redis_url, "run", "--help")

@@ -21,7 +21,7 @@ from typing import Any, TypeAlias
 from quota.errors import InvalidInput, QuotaUnavailable
 from worker.errors import EXIT_FAILURE, EXIT_USAGE, CommandError
 
-__all__ = ["COMMANDS", "CommandError", "Subcommands", "add_command", "build_parser", "main", "register"]
+__all__ = ["COMMANDS", "Subcommands", "add_command", "build_parser", "main", "register"]
 
 # A string: argparse's action class is generic only in its type stubs.
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
