@@ -125,3 +125,18 @@ class AdminClient:
     def clear_faults(self, org: str) -> None:
         """See ``Control.clear_faults``."""
         self._call("clear_faults", org=org)
+
+    def bulk_usage(self, org: str) -> dict[str, dict[str, int]]:
+        """See ``Control.bulk_usage``."""
+        result: dict[str, dict[str, int]] = self._call("bulk_usage", org=org)
+        return result
+
+    def set_bulk_limits(self, org: str, batches: int | None = None, query_jobs: int | None = None,
+                        query_storage_mb: int | None = None) -> None:
+        """See ``Control.set_bulk_limits``."""
+        self._call("set_bulk_limits", org=org, batches=batches, query_jobs=query_jobs,
+                   query_storage_mb=query_storage_mb)
+
+    def set_bulk_rate(self, org: str, records_per_second: float) -> None:
+        """See ``Control.set_bulk_rate``."""
+        self._call("set_bulk_rate", org=org, records_per_second=records_per_second)

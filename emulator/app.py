@@ -1,4 +1,4 @@
-"""From one HTTP request to one response: versions, OAuth, the metered REST API and the admin path."""
+"""From one HTTP request to one response: versions, OAuth, the metered REST and Bulk APIs and the admin path."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from emulator import composite  # noqa: F401 - registers /composite in the REST routes
+from emulator import bulk, composite  # noqa: F401 - composite registers /composite in the REST routes
 from emulator.admin import admin_call
-from emulator.call import Call
+from emulator.bulk_jobs import DEFAULT_BULK_RATE
+from emulator.call import Call, Reply
 from emulator.control import Control
 from emulator.errors import ApiError, not_found
 from emulator.faults import FaultPlan
@@ -67,6 +68,13 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Http
     return response
 
 
+def _reply(reply: Reply) -> HttpResponse:
+    """A handler's reply on the wire: raw bytes (Bulk API CSV) as they are, anything else as JSON."""
+    if isinstance(reply.body, bytes):
+        return HttpResponse(reply.status, reply.body, {**reply.headers, "Content-Type": reply.content_type})
+    return _json(reply.status, reply.body, reply.headers)
+
+
 def _versions() -> list[dict[str, str]]:
     # v20.0 was Winter '11; three releases a year since.
     return [{"label": f"{_SEASONS[(int(float(v)) - 20) % 3]} '{11 + (int(float(v)) - 20) // 3}",
@@ -76,9 +84,9 @@ def _versions() -> list[dict[str, str]]:
 class App:
     """The emulator's request handler; safe to call from any thread."""
 
-    def __init__(self, registry: Registry, admin_token: str) -> None:
+    def __init__(self, registry: Registry, admin_token: str, bulk_rate: float = DEFAULT_BULK_RATE) -> None:
         self.registry = registry
-        self.control = Control(registry)
+        self.control = Control(registry, bulk_rate)
         self._admin_token = admin_token
         self._versions = _json(200, _versions())
 
@@ -118,6 +126,8 @@ class App:
             if org is None:
                 return _json(401, _INVALID_SESSION.body())
             used = org.usage.add()
+            # Bulk jobs progress with the clock; whatever they processed by now is visible to this request.
+            org.bulk.advance()
             plan = FaultPlan()
             if used > org.usage.max:
                 response = _json(403, [{"message": "TotalRequests Limit exceeded.",
@@ -143,8 +153,8 @@ class App:
             return _json(404, not_found().body())
         call = Call(self.registry, org, request.method, version, [p for p in rest.split("/") if p],
                     dict(parse_qsl(query)), request.headers, request.body)
-        reply = route(call)
-        return _json(reply.status, reply.body, reply.headers)
+        # Bulk API 2.0 is routed here rather than among the REST routes, so Composite cannot reach it.
+        return _reply(bulk.route(call) if call.parts[:1] == ["jobs"] else route(call))
 
     def _admin(self, request: HttpRequest, name: str) -> HttpResponse:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -16,11 +16,15 @@ __all__ = ["Call", "Reply"]
 
 @dataclass
 class Reply:
-    """A handler's answer: status, JSON body (None for no content) and extra headers."""
+    """A handler's answer: status, body and extra headers.
+
+    The body is JSON (None for no content), or raw ``bytes`` sent as they are with ``content_type``.
+    """
 
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json;charset=UTF-8"
 
 
 @dataclass

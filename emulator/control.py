@@ -1,9 +1,10 @@
-"""The control handle: request logs, usage, limits, tokens, orgs and faults, for tests and demos."""
+"""The control handle: request logs, usage, limits, bulk budgets, tokens, orgs and faults, for tests and demos."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from emulator.bulk_jobs import DEFAULT_BULK_RATE
 from emulator.orgs import Environment, OrgInfo
 from emulator.registry import Registry
 
@@ -12,15 +13,19 @@ __all__ = ["ADMIN_METHODS", "Control"]
 # The methods the admin HTTP path exposes; AdminClient mirrors exactly these.
 ADMIN_METHODS = frozenset({
     "orgs", "add_org", "remove_org", "request_log", "request_counts", "clear_log", "usage", "set_usage",
-    "set_limit", "expire_tokens", "issue_token", "set_faults", "inject_fault", "clear_faults",
+    "set_limit", "expire_tokens", "issue_token", "set_faults", "inject_fault", "clear_faults", "bulk_usage",
+    "set_bulk_limits", "set_bulk_rate",
 })
 
 
 class Control:
     """Thread-safe control of a running emulator (``EmulatorServer.control``)."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, bulk_rate: float = DEFAULT_BULK_RATE) -> None:
+        if bulk_rate < 0:
+            raise ValueError("bulk_rate must be >= 0 (0 processes bulk jobs at once)")
         self._registry = registry
+        self._bulk_rate = bulk_rate
 
     def orgs(self) -> dict[str, OrgInfo]:
         """Every org by name, with its current ready access token."""
@@ -31,7 +36,9 @@ class Control:
                 daily_limit: int | None = None) -> OrgInfo:
         """Create a seeded org (``environment`` is ``production`` or ``sandbox``)."""
         with self._registry.lock:
-            return self._registry.add_org(name, environment, records, daily_limit).info(self._registry.base_url)
+            org = self._registry.add_org(name, environment, records, daily_limit)
+            org.bulk.rate = self._bulk_rate
+            return org.info(self._registry.base_url)
 
     def remove_org(self, name: str) -> None:
         """Delete an org; its tokens answer 401 from now on."""
@@ -103,3 +110,24 @@ class Control:
         """Drop injected faults and zero the random shares."""
         with self._registry.lock:
             self._registry.org(org).faults.clear()
+
+    def bulk_usage(self, org: str) -> dict[str, dict[str, int]]:
+        """``{"batches", "query_jobs", "query_storage_mb"}``, each ``{"used", "max"}`` over the rolling 24 hours."""
+        with self._registry.lock:
+            state = self._registry.org(org)
+            state.bulk.advance()
+            return state.bulk.budgets.usage()
+
+    def set_bulk_limits(self, org: str, batches: int | None = None, query_jobs: int | None = None,
+                        query_storage_mb: int | None = None) -> None:
+        """Change the org's bulk budgets: batches, query jobs, query result storage (MB); None keeps one."""
+        with self._registry.lock:
+            self._registry.org(org).bulk.budgets.set_max(batches=batches, query_jobs=query_jobs,
+                                                         query_storage_mb=query_storage_mb)
+
+    def set_bulk_rate(self, org: str, records_per_second: float) -> None:
+        """How fast the org's bulk jobs closed from now on are processed; 0 processes them at once."""
+        if records_per_second < 0:
+            raise ValueError("records_per_second must be >= 0 (0 processes bulk jobs at once)")
+        with self._registry.lock:
+            self._registry.org(org).bulk.rate = float(records_per_second)

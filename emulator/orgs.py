@@ -1,4 +1,4 @@
-"""One emulated org: its credentials, records, usage window, faults and request log."""
+"""One emulated org: its credentials, records, usage window, bulk jobs, faults and request log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from emulator.bulk_jobs import BulkJobs
 from emulator.faults import Faults
 from emulator.ids import to_18
 from emulator.limits import UsageWindow
@@ -63,6 +64,7 @@ class Org:
         self.store = Store(pod, clock)
         seed_store(self.store, name, records, clock())
         self.usage = UsageWindow(daily_limit, clock)
+        self.bulk = BulkJobs(self.store, pod, clock)
         self.faults = Faults()
         self.log: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self.counts: Counter[str] = Counter()

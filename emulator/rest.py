@@ -15,7 +15,7 @@ from emulator.schema import OBJECTS, SObject, describe, describe_global_entry, l
 from emulator.sftime import format_epoch, parse_datetime
 from emulator.soql import compile_query
 
-__all__ = ["route"]
+__all__ = ["method_not_allowed", "register", "route"]
 
 DEFAULT_BATCH = 2000
 MIN_BATCH = 200
@@ -25,13 +25,14 @@ _BATCH_OPTION = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
 _REPLICATION_DAYS = 30
 
 
-def _method_not_allowed(call: Call, allowed: str) -> ApiError:
+def method_not_allowed(call: Call, allowed: str) -> ApiError:
+    """405 METHOD_NOT_ALLOWED naming the methods the resource takes."""
     return ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{call.method}' not allowed. Allowed are {allowed}")
 
 
 def _resources(call: Call) -> Reply:
     base = f"/services/data/v{call.version}"
-    names = ("sobjects", "query", "queryAll", "limits", "composite")
+    names = ("sobjects", "query", "queryAll", "limits", "composite", "jobs")
     return Reply(200, {name: f"{base}/{name}" for name in names})
 
 
@@ -39,7 +40,7 @@ def _limits(call: Call) -> Reply:
     usage = call.org.usage
     return Reply(200, {
         "DailyApiRequests": {"Max": usage.max, "Remaining": max(usage.max - usage.used, 0)},
-        "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+        **call.org.bulk.budgets.limits(),
         "ConcurrentAsyncGetReportInstances": {"Max": 200, "Remaining": 200},
         "DataStorageMB": {"Max": 1024, "Remaining": 1000},
     })
@@ -146,13 +147,13 @@ def _sobject_root(call: Call, sobject: SObject) -> Reply:
         return Reply(201, {"id": record_id, "success": True, "errors": []},
                      {"Location": f"/services/data/v{call.version}/sobjects/{sobject.name}/{record_id}"})
     if call.method != "GET":
-        raise _method_not_allowed(call, "GET, POST")
+        raise method_not_allowed(call, "GET, POST")
     return Reply(200, {"objectDescribe": describe_global_entry(sobject, call.version), "recentItems": []})
 
 
 def _sobject_info(call: Call, sobject: SObject, kind: str) -> Reply:
     if call.method != "GET":
-        raise _method_not_allowed(call, "GET")
+        raise method_not_allowed(call, "GET")
     if kind == "describe":
         return Reply(200, describe(sobject, call.version))
     return _replication(call, sobject, kind)
@@ -168,7 +169,7 @@ def _record(call: Call, sobject: SObject, record_id: str) -> Reply:
     if call.method == "DELETE":
         store.delete(sobject.name, record_id)
         return Reply(204)
-    raise _method_not_allowed(call, "GET, PATCH, DELETE")
+    raise method_not_allowed(call, "GET, PATCH, DELETE")
 
 
 def _by_external_id(call: Call, sobject: SObject, field_name: str, value: str) -> Reply:
@@ -177,7 +178,7 @@ def _by_external_id(call: Call, sobject: SObject, field_name: str, value: str) -
         record_id, created = store.upsert(sobject.name, field_name, value, call.json_object())
         return _upserted(call, record_id, created)
     if call.method not in ("GET", "DELETE"):
-        raise _method_not_allowed(call, "GET, PATCH, DELETE")
+        raise method_not_allowed(call, "GET, PATCH, DELETE")
     record = store.get_by_external_id(sobject.name, field_name, value)
     if call.method == "GET":
         return Reply(200, _record_body(call, sobject, record))
@@ -188,7 +189,7 @@ def _by_external_id(call: Call, sobject: SObject, field_name: str, value: str) -
 def _sobject(call: Call) -> Reply:
     if len(call.parts) == 1:
         if call.method != "GET":
-            raise _method_not_allowed(call, "GET")
+            raise method_not_allowed(call, "GET")
         return Reply(200, {"encoding": "UTF-8", "maxBatchSize": 200,
                            "sobjects": [describe_global_entry(o, call.version) for o in OBJECTS.values()]})
     sobject = lookup_object(call.parts[1])
@@ -224,7 +225,7 @@ def route(call: Call) -> Reply:
         if call.parts == ["limits"]:
             return _limits(call)
         if call.parts[0] in ("query", "queryAll") and call.method != "GET":
-            raise _method_not_allowed(call, "GET")
+            raise method_not_allowed(call, "GET")
         if call.parts[0] in ("query", "queryAll") and len(call.parts) > 2:
             raise not_found()
         handler = _ROUTES.get(call.parts[0])

@@ -17,6 +17,7 @@ from typing import Any, Self, cast
 import trustme
 
 from emulator.app import ADMIN_PREFIX, App
+from emulator.bulk_jobs import DEFAULT_BULK_RATE
 from emulator.control import Control
 from emulator.orgs import Environment, OrgInfo
 from emulator.registry import Registry, Settings
@@ -40,13 +41,15 @@ class EmulatorServer:
     """A local HTTPS Salesforce with several orgs, serving on loopback from background threads.
 
     ``orgs`` are specs such as ``"acme"`` or ``"acme-sandbox:sandbox"``; ``clock`` returns epoch seconds
-    and drives token expiry, the rolling usage window and record timestamps. Token requests are free
-    unless ``count_token_requests``.
+    and drives token expiry, the rolling usage windows, record timestamps and the progress of Bulk API jobs,
+    which process ``bulk_rate`` records per second (0: at once). Token requests are free unless
+    ``count_token_requests``.
     """
 
     def __init__(self, orgs: Iterable[str] = DEFAULT_ORGS, *, records: int = 50, daily_limit: int = 100_000,
                  token_ttl: float = 7200.0, clock: Callable[[], float] = time.time, port: int = 0,
-                 host: str = "127.0.0.1", count_token_requests: bool = False) -> None:
+                 host: str = "127.0.0.1", count_token_requests: bool = False,
+                 bulk_rate: float = DEFAULT_BULK_RATE) -> None:
         if token_ttl <= 0:
             raise ValueError("token_ttl must be > 0")
         self._org_specs = [parse_org_spec(spec) for spec in orgs]
@@ -54,7 +57,7 @@ class EmulatorServer:
         settings = Settings(records, daily_limit, token_ttl, count_token_requests)
         self.registry = Registry(settings, clock, self._dir)
         self.admin_token = f"admin-{secrets.token_urlsafe(32)}"
-        self._app = App(self.registry, self.admin_token)
+        self._app = App(self.registry, self.admin_token, bulk_rate)
         self.control: Control = self._app.control
         self._host = host
         self._port = port
@@ -74,7 +77,7 @@ class EmulatorServer:
         with self.registry.lock:
             self.registry.base_url = self.base_url
             for name, environment in self._org_specs:
-                self.registry.add_org(name, environment)
+                self.control.add_org(name, environment)
         return self
 
     def stop(self) -> None:
