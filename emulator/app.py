@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 from emulator import bulk, composite  # noqa: F401 - composite registers /composite in the REST routes
 from emulator.admin import admin_call
 from emulator.bulk_jobs import DEFAULT_BULK_RATE
-from emulator.call import Call, Reply
+from emulator.call import JSON_CONTENT_TYPE, Call, Reply
 from emulator.control import Control
 from emulator.errors import ApiError, not_found
 from emulator.faults import FaultPlan
@@ -28,7 +28,6 @@ ADMIN_PREFIX = "/_emulator/"
 API_VERSIONS = tuple(f"{v}.0" for v in range(31, 63))
 _VERSIONED = re.compile(r"^/services/data/v(\d+\.\d)(?:/(.*))?$")
 _SEASONS = ("Winter", "Spring", "Summer")
-_JSON = "application/json;charset=UTF-8"
 _FAULT_ERRORS = {
     "http500": ApiError(500, "UNKNOWN_EXCEPTION", "An unexpected error occurred. Please include this ErrorId "
                         "if you contact support: 1234567890-12345 (-1234567890)"),
@@ -64,7 +63,7 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Http
     response = HttpResponse(status, headers=dict(headers or {}))
     if body is not None:
         response.body = json.dumps(body, separators=(",", ":")).encode()
-        response.headers["Content-Type"] = _JSON
+        response.headers["Content-Type"] = JSON_CONTENT_TYPE
     return response
 
 

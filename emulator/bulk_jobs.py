@@ -19,7 +19,8 @@ from emulator.limits import BulkBudgets
 from emulator.sftime import format_epoch
 from emulator.store import USER_ID, Store
 
-__all__ = ["DEFAULT_BULK_RATE", "BulkJobs", "Job", "QueryJob", "csv_value", "decode_locator", "invalid_state"]
+__all__ = ["ACTIVE", "DEFAULT_BULK_RATE", "TERMINAL", "BulkJobs", "Job", "QueryJob", "csv_value", "decode_locator",
+           "encode_locator", "invalid_state"]
 
 # Records per second: a few thousand rows finish within a second or two, as small jobs do on Salesforce.
 DEFAULT_BULK_RATE = 5000.0

@@ -11,7 +11,9 @@ from emulator.errors import ApiError
 from emulator.orgs import Org
 from emulator.registry import Registry
 
-__all__ = ["Call", "Reply"]
+__all__ = ["JSON_CONTENT_TYPE", "Call", "Reply"]
+
+JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 
 
 @dataclass
@@ -24,7 +26,7 @@ class Reply:
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json;charset=UTF-8"
+    content_type: str = JSON_CONTENT_TYPE
 
 
 @dataclass

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
+import simple_salesforce.bulk2
 from simple_salesforce.api import Salesforce
+from simple_salesforce.bulk2 import SFBulk2Handler
 
 from emulator import EmulatorServer
 
@@ -86,3 +90,41 @@ def api(emu: EmulatorServer) -> Callable[..., requests.Response]:
         return session.request(method, url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     return call
+
+
+@pytest.fixture
+def instant_bulk(emu: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """acme's bulk jobs finish at once, and simple-salesforce's bulk2 polls without sleeping on the wall clock."""
+    emu.control.set_bulk_rate("acme", 0)
+    monkeypatch.setattr(simple_salesforce.bulk2, "sleep", lambda seconds: None)
+
+
+def bulk2(sf: Salesforce) -> SFBulk2Handler:
+    """``sf.bulk2``, typed as what it is (simple-salesforce's ``__getattr__`` types it loosely)."""
+    return cast(SFBulk2Handler, sf.bulk2)
+
+
+def csv_records(text: str, delimiter: str = ",") -> list[dict[str, str]]:
+    """A Bulk API CSV answer as dicts by column."""
+    return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
+
+
+def query_job(api: Callable[..., requests.Response], soql: str, **options: str) -> str:
+    """Create a Bulk API 2.0 query job (raw HTTPS) and return its id."""
+    response = api("POST", "jobs/query", json={"operation": "query", "query": soql, **options})
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def ingest_job(api: Callable[..., requests.Response], sobject: str, operation: str, data: str,
+               **options: str) -> str:
+    """Create an ingest job, upload ``data`` as text/csv and close it; returns the job id."""
+    created = api("POST", "jobs/ingest", json={"object": sobject, "operation": operation, **options})
+    assert created.status_code == 200, created.text
+    job_id = str(created.json()["id"])
+    uploaded = api("PUT", f"jobs/ingest/{job_id}/batches", data=data.encode(),
+                   headers={"Content-Type": "text/csv"})
+    assert uploaded.status_code == 201, uploaded.text
+    closed = api("PATCH", f"jobs/ingest/{job_id}", json={"state": "UploadComplete"})
+    assert closed.status_code == 200, closed.text
+    return job_id
