@@ -1,13 +1,13 @@
 """Worker-side Prometheus instruments. In worker processes they run in prometheus-client's multiprocess
-mode (``PROMETHEUS_MULTIPROC_DIR``), so every process's counts add up in one scrape.
+mode (``PROMETHEUS_MULTIPROC_DIR``), so every process's counts add up in one scrape. There, creating them opens
+files in that directory, so it must exist before this module is imported: ``crmsync worker`` prepares it
+(``worker.metrics.multiprocess.prepare_multiproc_dir``) before it starts the pool.
 
 Names follow Prometheus conventions: the ``crmsync_`` prefix, base units, ``_total`` for counters. None of
 these carries a ``tenant`` label (tenants are unbounded); per-tenant values are the quota gauges.
 """
 
 from __future__ import annotations
-
-import os
 
 from prometheus_client import Counter, Histogram
 
@@ -19,11 +19,6 @@ __all__ = [
     "JOBS",
     "NOTIFICATIONS",
 ]
-
-# In multiprocess mode every metric created here opens a file in the directory, so it must exist first; the
-# command line imports these before `crmsync worker` gets to prepare (create and empty) it.
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 API_REQUESTS = Counter(
     "crmsync_api_requests_total",

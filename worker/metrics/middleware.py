@@ -14,6 +14,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from prometheus_client import values
 
 from worker.metrics.multiprocess import DRAMATIQ_ENV, ENV
 from worker.settings import multiproc_dir
@@ -35,7 +36,9 @@ def prometheus_middleware(environ: MutableMapping[str, str] | None = None) -> An
         return None
     env[ENV] = str(directory)
     env[DRAMATIQ_ENV] = str(directory)  # before the import below: the module reads it (and mkdirs it) then
-    from dramatiq.middleware import prometheus  # noqa: PLC0415 (must follow the environment set-up)
+    # Imported here, not at the top: at import the module creates its directory (/tmp/dramatiq-prometheus when
+    # the variable is unset), which must be ours, and only in a process with worker metrics on.
+    from dramatiq.middleware import prometheus  # noqa: PLC0415
 
     # The middleware reads the module global at boot and shutdown; pin it in case the module was imported
     # earlier with another directory.
@@ -61,8 +64,6 @@ def install_worker_metrics(broker: Any, environ: MutableMapping[str, str] | None
     if middleware is None:
         log.info("worker_metrics_off", reason=f"{ENV} is unset")
         return False
-    from prometheus_client import values  # noqa: PLC0415
-
     if values.ValueClass is values.MutexValue:
         log.warning("worker_metrics_not_multiprocess",
                     reason=f"prometheus_client was imported before {ENV} was set; start workers with "
