@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from bench.common import row
 from bench.stack import BenchTenant, Stack, WorkerPool, worker_stack
+from worker.enqueue import enqueue_pull, enqueue_push
+from worker.jobs.state import TERMINAL
 
 RECORDS = 100_000
 COLLECTION_SIZE = 200  # sObject Collections: at most 200 records a request
@@ -36,8 +38,6 @@ class Measured:
 
 def _measure(stack: Stack, tenant: BenchTenant, enqueue: Callable[[], str], pool: WorkerPool) -> Measured:
     """Run one job to its end and measure what it cost."""
-    from worker.jobs.state import TERMINAL  # noqa: PLC0415 (after REDIS_URL is set)
-
     credits_before, requests_before = tenant.used_credits(), tenant.counted_requests()
     started = time.perf_counter()
     job_id = enqueue()
@@ -61,8 +61,6 @@ def _report(what: str, n: int, m: Measured, minimum: int, minimum_label: str) ->
 def main(n: int = RECORDS) -> None:
     """Print the credits a 100,000-record push and pull cost, with their references."""
     with worker_stack() as stack:
-        from worker.enqueue import enqueue_pull, enqueue_push  # noqa: PLC0415 (binds the broker to REDIS_URL)
-
         tenant = stack.tenant("credits", records=0, limit=1_000_000)
         records: list[dict[str, object]] = [
             {"External_Id__c": f"BENCH-{i:06d}", "LastName": f"Lead {i}", "Company": "Bench", "Status": "Open"}

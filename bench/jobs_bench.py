@@ -17,6 +17,8 @@ import time
 
 from bench.common import row
 from bench.stack import BenchTenant, Stack, WorkerPool, worker_stack
+from worker.enqueue import enqueue_pull
+from worker.jobs.state import TERMINAL
 
 OFF_PREFIX = "off-"  # tenants named so run unmetered in bench.jobs_app
 TENANTS = 25  # per variant; x 6 objects = 150 jobs a round
@@ -37,9 +39,6 @@ def _cpu(stack: Stack, pool: WorkerPool) -> float:
 
 def _round(stack: Stack, pool: WorkerPool, tenants: list[BenchTenant]) -> tuple[float, int, float]:
     """Queue one pull per tenant and object; return (jobs per second, credits charged, CPU seconds per job)."""
-    from worker.enqueue import enqueue_pull  # noqa: PLC0415 (binds the broker to REDIS_URL)
-    from worker.jobs.state import TERMINAL  # noqa: PLC0415
-
     credits_before = sum(t.used_credits() for t in tenants)
     cpu_before = _cpu(stack, pool)
     started = time.time()

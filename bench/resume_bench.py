@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 
 from bench.common import row
 from bench.stack import BenchTenant, Stack, WorkerPool, worker_stack
+from worker.enqueue import enqueue_pull
+from worker.jobs.parking import PauseStore
 
 TARGET_S = 1.0
 RAISE_SAMPLES = 5
@@ -33,9 +35,6 @@ OBJECTS = ("Lead", "Contact", "Account", "Opportunity", "Campaign", "Case")
 
 def _park(stack: Stack, pool: WorkerPool, tenant: BenchTenant, sobject: str) -> str:
     """Empty the tenant's bucket and queue a pull that parks; return its job id."""
-    from worker.enqueue import enqueue_pull  # noqa: PLC0415 (binds the broker to REDIS_URL)
-    from worker.jobs.parking import PauseStore  # noqa: PLC0415
-
     remaining = stack.bucket.status(tenant.name).remaining
     if remaining:
         assert stack.bucket.take(tenant.name, remaining).granted
@@ -59,8 +58,6 @@ def _first_request_after(stack: Stack, pool: WorkerPool, tenant: BenchTenant, jo
 
 def _warm(stack: Stack, pool: WorkerPool, tenants: list[BenchTenant]) -> None:
     """One pull per tenant, so tokens are fetched and worker processes warm before anything is timed."""
-    from worker.enqueue import enqueue_pull  # noqa: PLC0415
-
     jobs = [(t.name, enqueue_pull(stack.client, t.name, "Lead")) for t in tenants]
     stack.wait_jobs(jobs, until=frozenset({"done"}), timeout=120, pool=pool)
 

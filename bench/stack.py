@@ -1,9 +1,9 @@
 """What the worker benchmarks share: one Redis per run, the emulator in-process, tenants, real worker pools.
 
 Redis: ``REDIS_URL`` when it is set, else one embedded server started on first use and stopped when the
-process exits. It is one server for every worker benchmark of a run because importing ``worker.jobs.actors``
-binds Dramatiq to ``REDIS_URL`` once per process: a second embedded server would leave the broker on the
-first. ``os.environ["REDIS_URL"]`` is set before anything imports the broker, and worker processes inherit it.
+process exits. It is one server for every worker benchmark of a run because this process's broker is built on
+``REDIS_URL`` at its first enqueue, once per process: a second embedded server would leave the broker on the
+first. ``os.environ["REDIS_URL"]`` is set before the first enqueue, and worker processes inherit it.
 
 The emulator runs in this process (``EmulatorServer``), so its request log's ``time`` and this process's
 ``time.time()`` are one clock. Workers are real ``crmsync worker`` (``dramatiq``) process pools.
@@ -27,8 +27,12 @@ import redis
 
 from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
+from worker import keys
 from worker.devstack.processes import stop_group
 from worker.devstack.redis_server import redis_url_or_embedded
+from worker.jobs.state import JobStore
+from worker.metrics.multiprocess import prepare_multiproc_dir
+from worker.salesforce.connections import ConnectionStore
 
 __all__ = ["BenchTenant", "Stack", "WorkerPool", "shared_redis_url", "worker_stack"]
 
@@ -116,8 +120,6 @@ class Stack:
         ``reset_at`` is set with the limit in one change, before the tenant's first take, so it applies to
         the very first window (a later change would wait for the open window to end).
         """
-        from worker.salesforce.connections import ConnectionStore  # noqa: PLC0415 (keeps module import free of worker)
-
         org = self.emulator.control.add_org(f"org-{name}", records=records)
         if latency:
             self.emulator.control.set_faults(org.name, latency=latency)
@@ -141,8 +143,6 @@ class Stack:
         With the default app this is exactly ``crmsync worker --processes N --threads T``. The metrics
         directory is emptied first, as ``crmsync worker`` does before it execs Dramatiq.
         """
-        from worker.metrics.multiprocess import prepare_multiproc_dir  # noqa: PLC0415
-
         env = {**self.env, **(extra_env or {})}
         metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=self.scratch))
         prepare_multiproc_dir(metrics_dir, environ=env, clean=False)  # a fresh, empty directory
@@ -168,9 +168,6 @@ class Stack:
         States are polled in one pipelined round trip, so waiting costs this process (which also serves
         the emulator) next to nothing while the workers run.
         """
-        from worker import keys  # noqa: PLC0415
-        from worker.jobs.state import JobStore  # noqa: PLC0415
-
         pending = list(jobs)
         settled: list[tuple[str, str]] = []
         wanted = {s.encode() for s in until}

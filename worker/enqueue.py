@@ -1,4 +1,9 @@
-"""Queue jobs from code (the API the scheduler uses) and wait for their outcome."""
+"""Queue jobs from code (the API the scheduler and the CLI use) and wait for their outcome.
+
+A job is a message to the ``crmsync_pull`` or ``crmsync_push`` actor on the ``crmsync`` queue, sent by name
+through this process's broker (``worker.broker.current``, built on first use): queueing a job needs neither the
+job's code nor a worker in this process.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,26 @@ from typing import Any, cast
 import redis
 
 from quota.validation import validate_tenant
-from worker import keys
+from worker import broker, keys
 from worker.jobs.push import check_records, store_records
 from worker.jobs.state import TERMINAL, JobRecord, JobStore
 from worker.salesforce.soql import check_name
 
-__all__ = ["SETTLED", "active_pull", "enqueue_pull", "enqueue_push", "wait_for"]
+__all__ = [
+    "PULL_ACTOR",
+    "PUSH_ACTOR",
+    "QUEUE",
+    "SETTLED",
+    "active_pull",
+    "enqueue_pull",
+    "enqueue_push",
+    "send_job",
+    "wait_for",
+]
+
+QUEUE = "crmsync"
+PULL_ACTOR = "crmsync_pull"
+PUSH_ACTOR = "crmsync_push"
 
 # A parked job may wait until the next reset: waiting callers are told about it rather than kept hanging.
 SETTLED = TERMINAL | {"parked"}
@@ -37,8 +56,6 @@ def enqueue_pull(client: redis.Redis, tenant: str, sobject: str, fields: Sequenc
     A pull brings an object up to date, so while one is queued, running or parked for the same tenant and
     object, no second one is queued: its id is returned instead.
     """
-    from worker.jobs.actors import pull  # noqa: PLC0415 (importing the actors binds the broker on REDIS_URL)
-
     validate_tenant(tenant)
     check_name(sobject, "object")
     for name in fields:
@@ -49,8 +66,15 @@ def enqueue_pull(client: redis.Redis, tenant: str, sobject: str, fields: Sequenc
     job_id = uuid.uuid4().hex
     JobStore(client).create(tenant, job_id, "pull", sobject)
     client.hset(keys.active_pulls(tenant), sobject, job_id)
-    pull.send(tenant=tenant, sobject=sobject, job_id=job_id, fields=list(fields), seq=_next_seq(client, tenant))
+    send_job(PULL_ACTOR, {"tenant": tenant, "sobject": sobject, "job_id": job_id, "fields": list(fields),
+                          "seq": _next_seq(client, tenant)})
     return job_id
+
+
+def send_job(actor: str, kwargs: dict[str, Any], *, delay_ms: int | None = None) -> None:
+    """Send a job message to ``actor`` (``PULL_ACTOR`` or ``PUSH_ACTOR``), after ``delay_ms`` if given: how jobs
+    are queued, sent again and resumed. It records nothing: ``enqueue_pull`` and ``enqueue_push`` do that first."""
+    broker.send(QUEUE, actor, kwargs, delay_ms=delay_ms)
 
 
 def _next_seq(client: redis.Redis, tenant: str) -> int:
@@ -62,8 +86,6 @@ def enqueue_push(
     client: redis.Redis, tenant: str, sobject: str, records: list[dict[str, Any]], external_id: str
 ) -> str:
     """Queue an upsert of ``records`` into ``sobject`` by ``external_id``; return the job id."""
-    from worker.jobs.actors import push  # noqa: PLC0415
-
     validate_tenant(tenant)
     check_name(sobject, "object")
     check_name(external_id, "external id field")
@@ -71,7 +93,8 @@ def enqueue_push(
     job_id = uuid.uuid4().hex
     store_records(client, tenant, job_id, records)
     JobStore(client).create(tenant, job_id, "push", sobject)
-    push.send(tenant=tenant, sobject=sobject, external_id=external_id, job_id=job_id, seq=_next_seq(client, tenant))
+    send_job(PUSH_ACTOR, {"tenant": tenant, "sobject": sobject, "external_id": external_id, "job_id": job_id,
+                          "seq": _next_seq(client, tenant)})
     return job_id
 
 

@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 import redis
+from dramatiq import Message
 
 from emulator import EmulatorServer
 from quota import CreditBucket
 from quota.errors import QuotaUnavailable
 from tests.e2e.conftest import Tenant, Workers
-from worker.broker import NAMESPACE
+from worker.broker import NAMESPACE, current, send
+from worker.enqueue import PULL_ACTOR, QUEUE
 from worker.errors import AuthFailed, OrgLimitExceeded
-from worker.jobs.actors import QUEUE, pull
 from worker.salesforce.client import CachedTokens, TenantSalesforce
 from worker.salesforce.oauth import AccessToken
 from worker.salesforce.retry import RetryPolicy
@@ -168,14 +169,16 @@ def test_malformed_messages_are_dead_lettered_and_do_not_block_the_queue(
 ) -> None:
     tenant: Tenant = make_tenant(records=4)
     client = redis.Redis.from_url(redis_url)
-    bad = [
-        pull.send_with_options(args=("positional",)),
-        pull.send(tenant=tenant.name, sobject="Lead WHERE Id != null", job_id="x"),
-        pull.send(tenant="Bad{Tenant}", sobject="Lead", job_id="x"),
-        pull.send(tenant=tenant.name, sobject="Lead", job_id="x", fields=["Id, (SELECT Id FROM Contacts)"]),
-        pull.send(tenant=tenant.name, sobject="Lead"),
-        pull.send(tenant=tenant.name, sobject="Lead", job_id=7),
+    malformed: list[dict[str, Any]] = [
+        {"tenant": tenant.name, "sobject": "Lead WHERE Id != null", "job_id": "x"},
+        {"tenant": "Bad{Tenant}", "sobject": "Lead", "job_id": "x"},
+        {"tenant": tenant.name, "sobject": "Lead", "job_id": "x", "fields": ["Id, (SELECT Id FROM Contacts)"]},
+        {"tenant": tenant.name, "sobject": "Lead"},
+        {"tenant": tenant.name, "sobject": "Lead", "job_id": 7},
     ]
+    positional: Message[Any] = Message(queue_name=QUEUE, actor_name=PULL_ACTOR, args=("positional",), kwargs={},
+                                       options={})
+    bad = [current().enqueue(positional), *(send(QUEUE, PULL_ACTOR, kwargs) for kwargs in malformed)]
     assert tenant.pull().records == 4  # queued after the bad ones, and not blocked by them
     expected = {m.message_id for m in bad}
     deadline = time.monotonic() + 60

@@ -24,6 +24,7 @@ import redis
 from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
 from tests.conftest import wait_until
+from worker.broker import NAMESPACE
 from worker.devstack.processes import stop_group
 from worker.devstack.redis_server import EmbeddedRedis
 from worker.jobs.state import JobRecord, JobStore
@@ -216,7 +217,8 @@ def connect_tenant(emulator: EmulatorServer, client: redis.Redis, secrets_dir: P
 
 def enqueue_elsewhere(redis_url: str, jobs: list[dict[str, Any]]) -> list[str]:
     """Queue jobs on another Redis than this process's broker, through ``worker.enqueue`` in a subprocess
-    (the Dramatiq broker binds to ``REDIS_URL`` at import). Each job: ``{"kind": "pull"|"push", ...}``."""
+    (a process's broker is built on ``REDIS_URL`` once, at its first enqueue). Each job: ``{"kind": "pull"|"push",
+    ...}``."""
     script = (
         "import json, sys, redis\n"
         "from worker.enqueue import enqueue_pull, enqueue_push\n"
@@ -250,8 +252,6 @@ def secrets_dir() -> Iterator[Path]:
 
 def broker_idle(client: redis.Redis) -> bool:
     """No message queued, delayed or being processed (unacked) anywhere in the broker."""
-    from worker.broker import NAMESPACE  # noqa: PLC0415
-
     queued = sum(int(client.llen(f"{NAMESPACE}:{q}")) for q in ("crmsync", "crmsync.DQ"))  # type: ignore[arg-type]
     unacked = sum(int(client.scard(k)) for k in client.scan_iter(f"{NAMESPACE}:__acks__.*")  # type: ignore[arg-type]
                   if k.endswith((b".crmsync", b".crmsync.DQ")))

@@ -18,9 +18,8 @@ from quota.errors import InvalidInput
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, crmsync, worker_environment
 from worker import keys
-from worker.broker import NAMESPACE, broker
-from worker.enqueue import enqueue_pull, enqueue_push, wait_for
-from worker.jobs.actors import QUEUE, pull, push
+from worker.broker import NAMESPACE, current
+from worker.enqueue import PULL_ACTOR, PUSH_ACTOR, QUEUE, enqueue_pull, enqueue_push, wait_for
 
 BAD_LIMITS = ["99999", "0", "-100000", "100000.0", "1e6", "1_000_000", " 100000", "abc", "", "10000000000000001",
               "\uff11\uff10\uff10\uff10\uff10\uff10"]
@@ -142,9 +141,9 @@ def test_malformed_messages_never_crash_a_worker_nor_reach_salesforce(
         ((), {"tenant": tenant.name, "sobject": "Lead) OR (Id", "job_id": "x"}),
         ((), {"tenant": "x" * 100, "sobject": "Lead", "job_id": "x"}),
     ]
-    sent = [broker.enqueue(Message(queue_name=QUEUE, actor_name=actor.actor_name, args=args, kwargs=kwargs,
-                                   options={}))
-            for actor in (pull, push) for args, kwargs in garbage_args]
+    broker = current()
+    sent = [broker.enqueue(Message(queue_name=QUEUE, actor_name=actor, args=args, kwargs=kwargs, options={}))
+            for actor in (PULL_ACTOR, PUSH_ACTOR) for args, kwargs in garbage_args]
     sent.append(broker.enqueue(Message(queue_name=QUEUE, actor_name="crmsync_push", args=(),
                                        kwargs={"tenant": tenant.name, "sobject": "Lead", "job_id": "nope",
                                                "external_id": "External_Id__c"}, options={})))

@@ -25,8 +25,8 @@ from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, worker_environment
 from worker import keys
 from worker.broker import NAMESPACE
-from worker.enqueue import enqueue_pull, enqueue_push
-from worker.jobs.actors import LOCK_TTL_S, QUEUE
+from worker.enqueue import QUEUE, enqueue_pull, enqueue_push
+from worker.jobs.actors import LOCK_TTL_S
 
 RECORDS = 20_000  # 10 pages of 2,000
 PUSHED = 2_000  # 10 collections of 200

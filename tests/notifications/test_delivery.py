@@ -17,11 +17,11 @@ from structlog.testing import capture_logs
 
 from tests.notifications.conftest import HookServer, MailServer, metric
 from worker import keys
-from worker.broker import broker
+from worker.broker import build_broker
 from worker.devstack.redis_server import free_loopback_port
 from worker.errors import InvalidDelivery
 from worker.notifications import ChannelStore, EmailSettings, Notification, NotificationCenter
-from worker.notifications.delivery import QUEUE, deliver, deliver_notification
+from worker.notifications.delivery import QUEUE, declare_delivery_actor, deliver, deliver_notification
 
 PASSWORD = "smtp-pass-0123456789"
 
@@ -166,15 +166,17 @@ def test_email_server_temporary_refusal_is_retried(redis_client: redis.Redis, ma
 
 def test_malformed_messages_are_refused() -> None:
     with pytest.raises(InvalidDelivery):
-        deliver_notification.fn(notification={"kind": "quota_exhausted"}, target="email")
+        deliver_notification(notification={"kind": "quota_exhausted"}, target="email")
     with pytest.raises(InvalidDelivery):
-        deliver_notification.fn(notification=notification().to_json(), target="sms")
+        deliver_notification(notification=notification().to_json(), target="sms")
     with pytest.raises(InvalidDelivery):
-        deliver_notification.fn(notification().to_json(), "email")
+        deliver_notification(notification().to_json(), "email")
 
 
 @pytest.fixture
 def notify_worker(redis_client: redis.Redis) -> Iterator[dramatiq.Worker]:
+    broker = build_broker()
+    declare_delivery_actor(broker)
     worker = dramatiq.Worker(broker, queues={QUEUE}, worker_threads=1, worker_timeout=100)
     worker.start()
     yield worker
@@ -192,7 +194,7 @@ def test_end_to_end_through_the_broker(redis_client: redis.Redis, hook_server: H
         center.notify("quota_exhausted", "acme", "acme is out of credits", window="w1", used=5, limit=5)
     assert hook_server.wait_for(2)
     assert mail_server.wait_for(1)
-    broker.join(QUEUE, timeout=15_000)
+    notify_worker.broker.join(QUEUE, timeout=15_000)
     assert sorted(hook_server.paths) == ["/a", "/b?token=T0KEN"]
     assert {r["body"]["message"] for r in hook_server.requests} == {"acme is out of credits"}
     [(_, message)] = mail_server.messages

@@ -8,11 +8,10 @@ from typing import Any, cast
 
 import redis
 
-import worker.jobs.actors  # noqa: F401 (binds the broker to REDIS_URL before anything is enqueued)
 from tests.conftest import FakeClock
 from worker import keys
 from worker.broker import NAMESPACE
-from worker.jobs.actors import QUEUE
+from worker.enqueue import QUEUE
 from worker.jobs.state import TERMINAL, JobStore
 from worker.scheduling.schedules import ScheduleStore
 

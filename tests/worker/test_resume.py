@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import redis
 
@@ -11,7 +12,6 @@ from tests.conftest import T0, FakeClock
 from worker import keys
 from worker.jobs.parking import ParkedJob, PauseStore
 from worker.jobs.resume import Resumer, ResumerSettings
-from worker.notifications.notifier import LogNotifier
 
 MIDNIGHT = T0 + 12 * 3600
 
@@ -26,6 +26,13 @@ class Sent:
         self.jobs.append((job.kwargs["job_id"], delay_ms))
 
 
+class Notified(list[tuple[str, str, str]]):
+    """Records the kind, tenant and message of each notification raised."""
+
+    def notify(self, kind: str, tenant: str, message: str, *, window: str, **details: Any) -> None:
+        self.append((kind, tenant, message))
+
+
 def park(pauses: PauseStore, tenant: str, seqs: list[int], reason: str = "quota_exhausted") -> None:
     for seq in seqs:
         job = ParkedJob("crmsync_pull", {"tenant": tenant, "sobject": "Lead", "job_id": f"j{seq}", "seq": seq})
@@ -35,7 +42,7 @@ def park(pauses: PauseStore, tenant: str, seqs: list[int], reason: str = "quota_
 def make(client: redis.Redis, clock: FakeClock, probe=None, **settings: float) -> tuple[Resumer, Sent]:
     sent = Sent()
     resumer = Resumer(client, CreditBucket(client, clock=clock), PauseStore(client, clock=clock), sent,
-                      LogNotifier(), probe=probe, settings=ResumerSettings(**settings), clock=clock)  # type: ignore[arg-type]
+                      Notified(), probe=probe, settings=ResumerSettings(**settings), clock=clock)  # type: ignore[arg-type]
     return resumer, sent
 
 
@@ -51,6 +58,9 @@ def test_parked_jobs_resume_at_the_reset_in_their_original_order(redis_client: r
     clock.now = MIDNIGHT
     assert resumer.tick() == ["acme"]
     assert sent.jobs == [("j2", 0), ("j3", 100), ("j5", 200), ("j9", 300)]
+    assert isinstance(resumer.notifier, Notified)
+    assert resumer.notifier == [("quota_restored", "acme", "tenant acme: API credits are available again "
+                                 "(100,000 of 100,000); 4 parked jobs resumed")]
     assert pauses.get("acme") is None
     assert pauses.parked_count("acme") == 0
     assert pauses.paused_tenants() == []

@@ -24,8 +24,10 @@ import structlog
 
 from quota.bucket import CreditBucket
 from worker import keys
+from worker.enqueue import send_job
 from worker.jobs.parking import ParkedJob, PauseState, PauseStore
-from worker.notifications.notifier import Notifier
+from worker.jobs.runtime import get_runtime
+from worker.notifications.notifier import Notifier, quota_restored
 
 __all__ = ["Resumer", "ResumerMiddleware", "ResumerSettings", "make_resumer", "send_parked"]
 
@@ -106,13 +108,7 @@ class Resumer:
         self.pauses.forget_if_idle(tenant)
         log.info("tenant_resumed", tenant=tenant, by=by, jobs=sent, reason=state.reason if state else None)
         if state is not None and state.reason == "quota_exhausted":
-            status = self.bucket.status(tenant)
-            self.notifier.notify(
-                "quota_restored", tenant,
-                f"tenant {tenant}: API credits are available again ({status.remaining:,} of {status.limit or 0:,}); "
-                f"{sent} parked jobs resumed",
-                window=repr(state.since), remaining=status.remaining, limit=status.limit, resumed_jobs=sent,
-            )
+            quota_restored(tenant, self.bucket.status(tenant), resumed=sent, since=state.since).raise_on(self.notifier)
         return sent
 
     def _drain(self, tenant: str) -> int:
@@ -142,16 +138,12 @@ class Resumer:
 
 
 def send_parked(job: ParkedJob, delay_ms: int) -> None:
-    """Send a parked job back to its actor on the Dramatiq broker."""
-    from worker.broker import broker  # noqa: PLC0415 (binds Dramatiq to REDIS_URL only when used)
-
-    broker.get_actor(job.actor).send_with_options(kwargs=job.kwargs, delay=delay_ms or None)
+    """Send a parked job back to its actor, after ``delay_ms`` (0: at once)."""
+    send_job(job.actor, job.kwargs, delay_ms=delay_ms or None)
 
 
 def make_resumer() -> Resumer:
     """The resumer of this worker process, on its runtime."""
-    from worker.jobs.runtime import get_runtime  # noqa: PLC0415 (the runtime imports this module's users)
-
     runtime = get_runtime()
     settings = ResumerSettings(probe_interval_seconds=runtime.settings.org_probe_seconds,
                                org_resume_share=runtime.settings.org_resume_share)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -17,7 +18,7 @@ from worker.jobs.sink import JsonlSink, Sink
 from worker.jobs.state import JobStore
 from worker.metrics.observers import MetricsObserver
 from worker.notifications import NotificationCenter
-from worker.notifications.notifier import LogNotifier, Notifier
+from worker.notifications.notifier import Notifier
 from worker.notifications.quota_warnings import QuotaAlerts
 from worker.salesforce.client import CachedTokens, TenantSalesforce
 from worker.salesforce.connections import Connection, ConnectionStore
@@ -26,7 +27,19 @@ from worker.salesforce.retry import RetryPolicy
 from worker.salesforce.session import MeteredSession, MeteringObserver, OrgUsageCache
 from worker.settings import WorkerSettings, redis_url
 
-__all__ = ["Runtime", "get_runtime", "notification_center"]
+__all__ = ["Runtime", "SessionFactory", "get_runtime", "metered_session", "notification_center",
+           "use_session_factory"]
+
+# Builds the session a job's Salesforce requests go through: (runtime, tenant, object label) -> session.
+SessionFactory = Callable[["Runtime", str, str], MeteredSession]
+
+
+def metered_session(runtime: Runtime, tenant: str, sobject: str) -> MeteredSession:
+    """The product's session: a credit from the tenant's bucket before each counted request, the org's usage
+    checked and recorded, every request reported to the runtime's observers and quota warnings."""
+    return MeteredSession(tenant, runtime.bucket, sobject=sobject, observers=runtime.observers,
+                          org_pause_share=runtime.org_pause_share, org_usage=runtime.org_usage,
+                          on_grant=runtime.quota_alerts.after_take, timeout=runtime.settings.request_timeout)
 
 
 @dataclass
@@ -35,10 +48,11 @@ class Runtime:
 
     redis: redis.Redis
     sink: Sink
+    notifier: Notifier
     policy: RetryPolicy = field(default_factory=RetryPolicy)
-    notifier: Notifier = field(default_factory=LogNotifier)
     observers: tuple[MeteringObserver, ...] = ()
     settings: WorkerSettings = field(default_factory=WorkerSettings)
+    session_factory: SessionFactory = metered_session
     _tokens: dict[tuple[str, str], CachedTokens] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -96,9 +110,7 @@ class Runtime:
         ``sobject`` labels its requests in metrics."""
         connection = self.connections.get(tenant)
         tokens = self.tokens(connection)
-        session = MeteredSession(tenant, self.bucket, sobject=sobject, observers=self.observers,
-                                 org_pause_share=self.org_pause_share, org_usage=self.org_usage,
-                                 on_grant=self.quota_alerts.after_take, timeout=self.settings.request_timeout)
+        session = self.session_factory(self, tenant, sobject)
         session.verify = connection.ca_bundle or True
         return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection
 
@@ -118,6 +130,17 @@ def _close_org_usage(cache: OrgUsageCache) -> None:
 
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
+_session_factory: SessionFactory = metered_session
+
+
+def use_session_factory(factory: SessionFactory) -> None:
+    """Build this process's runtime with ``factory`` for its jobs' sessions; call it before the first job.
+
+    The seam of the jobs benchmark, whose worker app sends some tenants' requests unmetered: the product
+    itself has no switch to turn metering off.
+    """
+    global _session_factory  # noqa: PLW0603 (read once, when get_runtime builds the runtime)
+    _session_factory = factory
 
 
 def get_runtime() -> Runtime:
@@ -130,6 +153,7 @@ def get_runtime() -> Runtime:
                 redis=redis.Redis.from_url(redis_url(), socket_connect_timeout=10, socket_timeout=30),
                 sink=JsonlSink(settings.data_dir), policy=RetryPolicy.from_settings(settings), settings=settings,
                 notifier=notification_center(), observers=(MetricsObserver.from_env(),),
+                session_factory=_session_factory,
             )
             atexit.register(_close_org_usage, _runtime.org_usage)
         return _runtime

@@ -1,8 +1,8 @@
 """Error notifications: raised once per tenant, kind and window; delivered to the log, a bounded Redis stream,
-and optionally webhooks and email (by the ``crmsync_deliver_notification`` actor on queue ``crmsync-notify``).
+and optionally webhooks and email (by the ``crmsync_deliver_notification`` actor on queue ``crmsync-notify``,
+in ``worker.notifications.delivery``, which the worker app declares so its processes consume the queue).
 
-The delivery actor lives in ``worker.notifications.delivery`` and is not imported here: importing it binds
-Dramatiq's broker to ``REDIS_URL``. The worker app imports it so its processes consume the queue.
+What the worker raises, and in which words, is in ``worker.notifications.notifier``.
 """
 
 from __future__ import annotations

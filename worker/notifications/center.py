@@ -17,9 +17,10 @@ import redis
 import structlog
 
 from quota.validation import validate_tenant
-from worker import keys
+from worker import broker, keys
 from worker.metrics.instruments import NOTIFICATIONS
 from worker.notifications.channels import ChannelStore
+from worker.notifications.delivery import ACTOR_NAME, QUEUE, targets
 from worker.notifications.model import KINDS, Notification, redact_text, scrub_details
 
 __all__ = ["DEDUPE_TTL_S", "STREAM_MAXLEN", "NotificationCenter", "Send", "recent"]
@@ -33,10 +34,7 @@ Send = Callable[[dict[str, Any], str], None]
 
 
 def _send_with_actor(notification: dict[str, Any], target: str) -> None:
-    # Imported on first use: importing the actor binds Dramatiq's broker to REDIS_URL.
-    from worker.notifications.delivery import deliver_notification  # noqa: PLC0415
-
-    deliver_notification.send(notification=notification, target=target)
+    broker.send(QUEUE, ACTOR_NAME, {"notification": notification, "target": target})
 
 
 def _check_window(window: str) -> str:
@@ -114,8 +112,6 @@ class NotificationCenter:
         NOTIFICATIONS.labels(kind=notification.kind, channel="stream", outcome="delivered").inc()
 
     def _to_slow_channels(self, log: Any, notification: Notification) -> None:
-        from worker.notifications.delivery import targets  # noqa: PLC0415 (see _send_with_actor)
-
         try:
             channels = ChannelStore(self._redis).load()
         except redis.RedisError as exc:

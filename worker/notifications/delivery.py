@@ -1,6 +1,8 @@
 """Slow channels (webhooks, email), delivered by a Dramatiq actor on its own queue so no job ever waits.
 
-``notify`` sends one message per channel: ``{"notification": {...}, "target": "webhook:<ID>" | "email"}``.
+The actor, ``crmsync_deliver_notification`` on queue ``crmsync-notify``, is declared on a broker by
+``declare_delivery_actor`` (the worker app does, so its processes consume the queue). ``notify`` sends one
+message per channel, by actor name: ``{"notification": {...}, "target": "webhook:<ID>" | "email"}``.
 The message names a webhook by id, never by URL, so no token sits in the broker or its dead-letter queue;
 the actor looks the channel up when it runs (a channel removed meanwhile is skipped). Each delivery is tried
 a bounded number of times with exponential backoff (tenacity); the outcome is counted and logged, and a failed
@@ -20,7 +22,6 @@ import redis
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from worker.broker import broker  # noqa: F401 (the broker must exist before actors are declared)
 from worker.errors import DeliveryFailed, InvalidDelivery
 from worker.metrics.instruments import NOTIFICATIONS
 from worker.notifications.channels import Channels, ChannelStore
@@ -33,6 +34,7 @@ __all__ = [
     "ACTOR_NAME",
     "ATTEMPTS",
     "QUEUE",
+    "declare_delivery_actor",
     "deliver",
     "deliver_notification",
     "targets",
@@ -43,7 +45,6 @@ ACTOR_NAME = "crmsync_deliver_notification"
 ATTEMPTS = 4
 EMAIL_TARGET = "email"
 WEBHOOK_TARGET = "webhook:"
-
 
 
 def targets(channels: Channels) -> list[str]:
@@ -126,9 +127,13 @@ def _parse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Notification,
         raise InvalidDelivery(str(exc)) from None
 
 
-@dramatiq.actor(actor_name=ACTOR_NAME, queue_name=QUEUE, throws=(InvalidDelivery,), max_retries=3,
-                min_backoff=5_000, max_backoff=60_000)
 def deliver_notification(*args: Any, **kwargs: Any) -> None:
     """Deliver one notification to one slow channel (see the module docstring for the message)."""
     notification, target = _parse(args, kwargs)
     deliver(_redis(), notification, target)
+
+
+def declare_delivery_actor(broker: dramatiq.Broker) -> None:
+    """Declare ``deliver_notification`` on ``broker`` as ``crmsync_deliver_notification``, once per broker."""
+    dramatiq.actor(actor_name=ACTOR_NAME, queue_name=QUEUE, broker=broker, throws=(InvalidDelivery,), max_retries=3,
+                   min_backoff=5_000, max_backoff=60_000)(deliver_notification)

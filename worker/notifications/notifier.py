@@ -1,16 +1,31 @@
-"""Error notifications: the hook every integration failure goes through.
+"""What the worker notifies: the ``Notifier`` it raises notifications through, and the wording of each one.
 
-The worker raises a notification through a ``Notifier``; until the notifications channels exist, the
-default writes each one to the log as a structured ``notification`` event.
+Every notification the worker raises on its own account is worded here, so a tenant's story (a warning, the
+pause, the resume, a failed job) reads in one voice: ``worker.notifications.quota_warnings`` raises warnings as
+credits are taken, ``worker.jobs.lifecycle`` raises the rest as jobs end and ``worker.jobs.resume`` as tenants
+resume. Worker processes raise them through a ``NotificationCenter`` (``worker.notifications.center``), which
+delivers each once to every channel; the kinds and their details are listed in ``worker.notifications.model``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-import structlog
+from quota.bucket import Grant, Status
 
-__all__ = ["LogNotifier", "Notifier"]
+__all__ = [
+    "Notice",
+    "Notifier",
+    "job_error",
+    "job_failed",
+    "no_valid_limit",
+    "quota_exhausted",
+    "quota_restored",
+    "quota_warning",
+    "tenant_paused",
+]
 
 
 class Notifier(Protocol):
@@ -23,12 +38,81 @@ class Notifier(Protocol):
     def notify(self, kind: str, tenant: str, message: str, *, window: str, **details: Any) -> None: ...
 
 
-class LogNotifier:
-    """Writes each notification to the log."""
+@dataclass(frozen=True)
+class Notice:
+    """A notification worded and ready to raise: ``Notifier.notify``'s arguments."""
 
-    def __init__(self) -> None:
-        self._log = structlog.get_logger("crmsync.notify")
+    kind: str
+    tenant: str
+    message: str
+    window: str
+    details: dict[str, Any] = field(default_factory=dict)
 
-    def notify(self, kind: str, tenant: str, message: str, *, window: str, **details: Any) -> None:
-        """Log the notification as one structured event."""
-        self._log.warning("notification", kind=kind, tenant=tenant, message=message, window=window, **details)
+    def raise_on(self, notifier: Notifier) -> None:
+        """Raise this notification through ``notifier``."""
+        notifier.notify(self.kind, self.tenant, self.message, window=self.window, **self.details)
+
+
+def _set_limit(tenant: str) -> str:
+    return f"crmsync quota set {tenant} LIMIT"
+
+
+def quota_warning(tenant: str, grant: Grant, *, used: int, share: float) -> Notice:
+    """The tenant has used ``used`` credits, past ``share`` of its limit, in the window of ``grant``."""
+    return Notice(
+        "quota_warning", tenant,
+        f"tenant {tenant} has used {used:,} of its {grant.limit:,} daily API credits, past the {share:.0%} warning "
+        f"share; credits return at {grant.resets_at.isoformat()}",
+        window=f"{grant.window_end}:{share}",
+        details={"used": used, "limit": grant.limit, "share": share, "resets_at": grant.resets_at.isoformat()},
+    )
+
+
+def quota_exhausted(tenant: str, status: Status, resets_at: datetime) -> Notice:
+    """The tenant's credits ran out; they return at ``resets_at`` (its jobs are paused until then)."""
+    return Notice(
+        "quota_exhausted", tenant,
+        f"tenant {tenant} used its daily API credits ({status.used:,} of {status.limit or 0:,}); its jobs are "
+        f"paused and resume by themselves when credits return at {resets_at.isoformat()}, or as soon as the limit "
+        f"is raised with `{_set_limit(tenant)}`",
+        window=str(int(resets_at.timestamp())),
+        details={"used": status.used, "limit": status.limit, "resets_at": resets_at.isoformat(),
+                 "raise_with": _set_limit(tenant)},
+    )
+
+
+def no_valid_limit(tenant: str, status: Status) -> Notice:
+    """The tenant's jobs are paused because it has no valid daily limit."""
+    problem = status.config_error or "no limit is set"
+    return Notice(
+        "config_invalid", tenant,
+        f"tenant {tenant} has no valid CRM API daily limit ({problem}); its jobs are paused until one is set "
+        f"with `{_set_limit(tenant)}`",
+        window=str(status.raw_limit), details={"limit_state": status.limit_state},
+    )
+
+
+def tenant_paused(kind: str, tenant: str, *, reason: str, detail: str, window: str) -> Notice:
+    """The tenant's jobs are paused for ``reason`` (``org_limit_exceeded`` or ``auth_failed`` notifications)."""
+    return Notice(kind, tenant, f"tenant {tenant} paused: {detail}", window=window, details={"reason": reason})
+
+
+def quota_restored(tenant: str, status: Status, *, resumed: int, since: float) -> Notice:
+    """The tenant's credits are back: the pause that began at epoch ``since`` ended, ``resumed`` jobs resumed."""
+    return Notice(
+        "quota_restored", tenant,
+        f"tenant {tenant}: API credits are available again ({status.remaining:,} of {status.limit or 0:,}); "
+        f"{resumed} parked jobs resumed",
+        window=repr(since), details={"remaining": status.remaining, "limit": status.limit, "resumed_jobs": resumed},
+    )
+
+
+def job_error(kind: str, tenant: str, job_id: str, error: Exception) -> Notice:
+    """A job that ended on ``error``, which says it all (``config_invalid`` or ``job_failed``)."""
+    return Notice(kind, tenant, str(error), window=job_id, details={"job_id": job_id})
+
+
+def job_failed(tenant: str, job_id: str, *, job_kind: str, sobject: str, error: Exception) -> Notice:
+    """A job that failed on its last retry."""
+    return Notice("job_failed", tenant, f"{job_kind} {sobject} failed after retries: {error}", window=job_id,
+                  details={"job_id": job_id, "error": type(error).__name__})

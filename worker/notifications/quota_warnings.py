@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from quota.bucket import Grant
-from worker.notifications.notifier import Notifier
+from worker.notifications.notifier import Notifier, quota_warning
 
 __all__ = ["QuotaAlerts"]
 
@@ -34,13 +34,6 @@ class QuotaAlerts:
         if crossed:
             # A take that passes several shares at once (a tenant starting late in its window) warns once,
             # for the highest: the lower warnings would only repeat it.
-            share = max(crossed)
             warned.update(crossed)
-            self.notifier.notify(
-                "quota_warning", tenant,
-                f"tenant {tenant} has used {used:,} of its {grant.limit:,} daily API credits, past the "
-                f"{share:.0%} warning share; credits return at {grant.resets_at.isoformat()}",
-                window=f"{grant.window_end}:{share}", used=used, limit=grant.limit, share=share,
-                resets_at=grant.resets_at.isoformat(),
-            )
+            quota_warning(tenant, grant, used=used, share=max(crossed)).raise_on(self.notifier)
         self._warned[tenant] = (grant.window_end, warned)
