@@ -49,7 +49,7 @@ def every_key() -> Iterator[tuple[str, str]]:
     """(name in worker.keys, a sample key) for every key format."""
     for name in keys.__all__:
         value = getattr(keys, name)
-        if name == "PREFIX":
+        if name in ("PREFIX", "scope"):  # parts of keys, not keys
             continue
         if isinstance(value, str):
             yield name, value
