@@ -57,8 +57,8 @@ _STARTED_KEY = pytest.StashKey[EmbeddedRedis]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # Before collection, so that REDIS_URL is set for every import (the Dramatiq broker binds at import time)
-    # and inherited by every subprocess the tests start.
+    # Before collection, so that REDIS_URL is set before anything builds a Redis client or the Dramatiq broker
+    # (on first use) and is inherited by every subprocess the tests start.
     if not os.environ.get("REDIS_URL"):
         server = EmbeddedRedis()
         os.environ["REDIS_URL"] = server.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -35,3 +36,14 @@ def test_quick_commands_import_no_heavy_package(redis_url: str, redis_client: re
 
 def test_a_command_imports_its_own_implementation(redis_url: str) -> None:
     assert "rich" in imported_packages(redis_url, "run", "--help")
+
+
+def test_a_command_that_loads_the_worker_metrics_prepares_their_directory(redis_url: str, redis_client: redis.Redis,
+                                                                          tmp_path: Path) -> None:
+    # `notify show` imports the notification counters; in multiprocess mode they need the directory to exist.
+    directory = tmp_path / "not" / "yet" / "there"
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "notify", "show"], capture_output=True, text=True,
+                          env={**os.environ, "REDIS_URL": redis_url, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert directory.is_dir()

@@ -20,6 +20,7 @@ from typing import Any, TypeAlias
 
 from quota.errors import InvalidInput, QuotaUnavailable
 from worker.errors import EXIT_FAILURE, EXIT_USAGE, CommandError
+from worker.settings import multiproc_dir
 
 __all__ = ["COMMANDS", "Subcommands", "add_command", "build_parser", "main", "register"]
 
@@ -80,6 +81,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``crmsync`` with ``argv`` (default: the process's arguments) and return the exit code."""
     words = sys.argv[1:] if argv is None else list(argv)
+    # In prometheus-client's multiprocess mode creating a metric opens a file in PROMETHEUS_MULTIPROC_DIR, and
+    # commands that raise notifications import the worker's metrics: the directory must exist before that.
+    directory = multiproc_dir()
+    if directory is not None:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     args = build_parser(_command(words)).parse_args(words)
     try:
         code: int = args.handler(args)
