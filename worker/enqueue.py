@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import redis
 
+from quota.replies import text
 from quota.validation import validate_tenant
 from worker import broker, keys
 from worker.jobs.push import check_records, store_records
@@ -42,10 +43,9 @@ SETTLED = TERMINAL | {"parked"}
 
 def active_pull(client: redis.Redis, tenant: str, sobject: str) -> str | None:
     """The id of the tenant's pull of ``sobject`` that is queued, running or parked, if any."""
-    raw = client.hget(keys.active_pulls(tenant), sobject)
-    if raw is None:
+    job_id = text(client.hget(keys.active_pulls(tenant), sobject))
+    if job_id is None:
         return None
-    job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
     record = JobStore(client).get(tenant, job_id)
     return job_id if record is not None and record.state not in TERMINAL else None
 

@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 
 import redis
 
+from quota.replies import text
 from worker import keys
 
 __all__ = ["ParkedJob", "PauseReason", "PauseState", "PauseStore"]
@@ -55,9 +56,6 @@ class ParkedJob:
         return cls(actor=str(data["actor"]), kwargs=dict(data["kwargs"]))
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 class PauseStore:
     """Reads and writes pause state and parked jobs."""
@@ -95,7 +93,7 @@ class PauseStore:
         raw = cast(dict[Any, Any], self.redis.hgetall(keys.pause(tenant)))
         if not raw:
             return None
-        data = {_text(k): _text(v) for k, v in raw.items()}
+        data = {text(k): text(v) for k, v in raw.items()}
         try:
             since = float(data.get("since", "0"))
         except ValueError:
@@ -104,7 +102,7 @@ class PauseStore:
 
     def paused_tenants(self) -> list[str]:
         """Tenants in the paused index (paused, or unpaused with parked jobs still to re-queue)."""
-        return sorted(_text(t) for t in cast(set[Any], self.redis.smembers(keys.PAUSED)))
+        return sorted(text(t) for t in cast(set[Any], self.redis.smembers(keys.PAUSED)))
 
     def parked_count(self, tenant: str) -> int:
         """How many jobs the tenant has parked."""
@@ -113,7 +111,7 @@ class PauseStore:
     def first_parked(self, tenant: str) -> tuple[str, ParkedJob] | None:
         """The oldest parked job and its stored form, or ``None``."""
         rows = cast(list[Any], self.redis.zrange(keys.parked(tenant), 0, 0))
-        return (_text(rows[0]), ParkedJob.decode(rows[0])) if rows else None
+        return (text(rows[0]), ParkedJob.decode(rows[0])) if rows else None
 
     def remove_parked(self, tenant: str, stored: str) -> None:
         """Drop a parked job once it is back in the queue."""

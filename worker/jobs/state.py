@@ -9,6 +9,7 @@ from typing import Any, Literal, cast
 
 import redis
 
+from quota.replies import text
 from worker import keys
 
 __all__ = ["TERMINAL", "JobRecord", "JobState", "JobStore"]
@@ -72,11 +73,10 @@ class JobStore:
         """
         self._write(tenant, job_id, {"state": state, "error": error})
         if state in TERMINAL:
-            sobject = self.redis.hget(keys.job(tenant, job_id), "object")
-            if sobject is not None:
-                name = sobject.decode() if isinstance(sobject, bytes) else str(sobject)
+            name = text(self.redis.hget(keys.job(tenant, job_id), "object"))
+            if name is not None:
                 active = self.redis.hget(keys.active_pulls(tenant), name)
-                if active is not None and (active.decode() if isinstance(active, bytes) else active) == job_id:
+                if text(active) == job_id:
                     self.redis.hdel(keys.active_pulls(tenant), name)
 
     def progress(self, tenant: str, job_id: str, *, credits: int = 0, records: int = 0, failed: int = 0) -> None:
@@ -96,8 +96,7 @@ class JobStore:
         raw = cast(dict[bytes | str, bytes | str], self.redis.hgetall(keys.job(tenant, job_id)))
         if not raw:
             return None
-        data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                for k, v in raw.items()}
+        data = {text(k): text(v) for k, v in raw.items()}
         try:
             errors = json.loads(data.get("errors", "[]"))
         except ValueError:

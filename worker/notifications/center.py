@@ -16,6 +16,7 @@ from typing import Any, cast
 import redis
 import structlog
 
+from quota.replies import text
 from quota.validation import validate_tenant
 from worker import broker, keys
 from worker.metrics.instruments import NOTIFICATIONS
@@ -135,8 +136,7 @@ def recent(client: redis.Redis, tenant: str | None = None, *, limit: int = 20) -
         batch = cast(list[tuple[Any, dict[Any, Any]]],
                      client.xrevrange(keys.NOTIFICATIONS, max=upper, min="-", count=500))
         for _entry_id, fields in batch:
-            data = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                    for k, v in fields.items()}
+            data = {text(k): text(v) for k, v in fields.items()}
             if tenant is not None and data.get("tenant") != tenant:
                 continue
             try:
@@ -148,5 +148,5 @@ def recent(client: redis.Redis, tenant: str | None = None, *, limit: int = 20) -
         if len(batch) < 500:
             break
         last = batch[-1][0]
-        upper = f"({last.decode() if isinstance(last, bytes) else last}"
+        upper = f"({text(last)}"
     return found
