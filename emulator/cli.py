@@ -24,6 +24,8 @@ def _checked(args: argparse.Namespace) -> list[str]:
         raise InvalidInput("--records and --daily-limit must be >= 0")
     if args.token_ttl <= 0:
         raise InvalidInput("--token-ttl must be > 0")
+    if not 0 <= args.bulk_rate < float("inf"):
+        raise InvalidInput("--bulk-rate must be a number >= 0")
     specs = [s.strip() for s in args.orgs.split(",") if s.strip()]
     if not specs:
         raise InvalidInput("--orgs names no org")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server = EmulatorServer(orgs=specs, records=args.records, daily_limit=args.daily_limit,
                                 token_ttl=args.token_ttl, port=args.port,
-                                count_token_requests=args.count_token_requests)
+                                count_token_requests=args.count_token_requests, bulk_rate=args.bulk_rate)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     try:

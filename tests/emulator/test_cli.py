@@ -72,6 +72,8 @@ def test_serves_from_another_process_and_stops_cleanly(tmp_path: Path, stop_sign
         (["--orgs", "Bad Name"], "org name 'Bad Name'"),
         (["--token-ttl", "0"], "--token-ttl must be > 0"),
         (["--records", "-1"], "--records and --daily-limit must be >= 0"),
+        (["--bulk-rate", "-1"], "--bulk-rate must be a number >= 0"),
+        (["--bulk-rate", "nan"], "--bulk-rate must be a number >= 0"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(options: list[str], message: str,

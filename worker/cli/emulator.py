@@ -29,4 +29,6 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--ready-file", type=Path, help="write the ready JSON here once serving")
     parser.add_argument("--count-token-requests", action="store_true",
                         help="count OAuth token requests against the daily limit (default: free)")
+    parser.add_argument("--bulk-rate", type=float, default=5000.0, metavar="RECORDS_PER_SECOND",
+                        help="how fast Bulk API 2.0 jobs are processed (default 5000; 0: done at once)")
     parser.set_defaults(handler=run)
