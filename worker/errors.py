@@ -16,6 +16,8 @@
      ├── OrgLimitExceeded                               Salesforce refused with 403 REQUEST_LIMIT_EXCEEDED for the
      │                                                  org's rolling 24-hour limit (never retried)
      ├── DeliveryFailed                                 one webhook or email delivery attempt failed
+     ├── BulkJobLost                                    a Bulk job that cannot go on (failed, aborted, gone):
+     │                                                  recreated, or the job goes on by REST
      ├── JobBusy                                        another job holds the tenant's object: sent again later
      ├── SliceEnded                                     a long job used its time slice: checkpointed, sent again
      └── StartFailed (RuntimeError)                     a process of ``crmsync run`` exited or never became ready
@@ -33,6 +35,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_USAGE",
     "AuthFailed",
+    "BulkJobLost",
     "CommandError",
     "ConnectionRefused",
     "DeliveryFailed",
@@ -128,6 +131,15 @@ class DeliveryFailed(WorkerError):
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+
+
+class BulkJobLost(WorkerError):
+    """A Bulk API job that cannot go on: it failed, was aborted, or Salesforce no longer knows it."""
+
+    def __init__(self, job_id: str, state: str, detail: str = "") -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(f"Bulk job {job_id} is {state}" + (f": {detail}" if detail else ""))
 
 
 class JobBusy(WorkerError):

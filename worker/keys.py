@@ -15,6 +15,7 @@ key                                    type    what
                                                expires shortly after ``END``
 ``crmsync:{T}:audit``                  list    JSON audit entries, newest first, trimmed to a bound
 ``crmsync:{T}:org``                    hash    Salesforce's own usage from ``Sforce-Limit-Info``: used, max, at
+``crmsync:{T}:bulk``                   hash    the org's Bulk API budgets last read from ``/limits``, and when
 ``crmsync:{T}:pull:<OBJECT>``          hash    pull checkpoint: watermark, ids at the watermark, next page
 ``crmsync:{T}:push:<JOB>``             string  records a queued push job will upsert (JSON), with its position
 ``crmsync:{T}:job:<JOB>``              hash    a job's state and outcome, for ``--wait`` and status; expires
@@ -52,6 +53,7 @@ __all__ = [
     "TENANTS",
     "active_pulls",
     "audit",
+    "bulk_budget",
     "config",
     "connection",
     "job",
@@ -86,6 +88,11 @@ def connection(tenant: str) -> str:
 def org_usage(tenant: str) -> str:
     """Hash of the org usage Salesforce last reported for a tenant (``Sforce-Limit-Info``)."""
     return f"{scope(tenant)}:org"
+
+
+def bulk_budget(tenant: str) -> str:
+    """Hash of the org's Bulk API budgets (remaining and max of each) as last read from ``/limits``."""
+    return f"{scope(tenant)}:bulk"
 
 
 def pull_checkpoint(tenant: str, sobject: str) -> str:

@@ -13,6 +13,8 @@ variable                               meaning                                  
 ``CRMSYNC_RETRY_MAX_WAIT``             longest backoff, seconds                                        20
 ``CRMSYNC_JOB_SLICE_SECONDS``          a job past this stops at its next checkpoint, sent again        300
 ``CRMSYNC_REQUEST_TIMEOUT``            seconds a Salesforce request may take (connect: at most 10)     130
+``CRMSYNC_BULK``                       ``auto`` (the API that costs fewer credits), ``never``, ``always``  auto
+``CRMSYNC_BULK_POLL_SECONDS``          first wait before polling a Bulk job; later ones grow to 30x    2
 ``CRMSYNC_QUOTA_WARNING_SHARES``       shares of the limit that raise ``quota_warning``                0.8,0.95
 ``CRMSYNC_ORG_PAUSE_SHARE``            pause when the org's own usage reaches this share of its max    0.9
 ``CRMSYNC_ORG_RESUME_SHARE``           resume a paused org below this share                            0.75
@@ -54,6 +56,7 @@ __all__ = [
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LOG_FORMATS = ("json", "console")
+_BULK_MODES = ("auto", "never", "always")
 
 
 def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -75,12 +78,16 @@ def actor(environ: Mapping[str, str] | None = None) -> str:
     return _env(environ).get("CRMSYNC_ACTOR") or getpass.getuser()
 
 
+def _choice(name: str, default: str, choices: tuple[str, ...], environ: Mapping[str, str] | None) -> str:
+    raw = _env(environ).get(name)
+    if raw and raw not in choices:
+        raise ValueError(f"{name}={raw!r}: expected {' or '.join(choices)}")
+    return raw or default
+
+
 def log_format(environ: Mapping[str, str] | None = None) -> str | None:
     """``CRMSYNC_LOG_FORMAT`` (``json`` or ``console``), or ``None`` to decide by the terminal."""
-    raw = _env(environ).get("CRMSYNC_LOG_FORMAT")
-    if raw and raw not in _LOG_FORMATS:
-        raise ValueError(f"CRMSYNC_LOG_FORMAT={raw!r}: expected json or console")
-    return raw or None
+    return _choice("CRMSYNC_LOG_FORMAT", "", _LOG_FORMATS, environ) or None
 
 
 def multiproc_dir(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -156,6 +163,8 @@ class WorkerSettings:
     retry_attempts: int = 5
     retry_initial_wait: float = 0.5
     retry_max_wait: float = 20.0
+    bulk: str = "auto"
+    bulk_poll_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -176,6 +185,8 @@ class WorkerSettings:
             retry_attempts=_whole_setting("CRMSYNC_RETRY_ATTEMPTS", cls.retry_attempts, env),
             retry_initial_wait=positive_setting("CRMSYNC_RETRY_INITIAL_WAIT", cls.retry_initial_wait, env),
             retry_max_wait=positive_setting("CRMSYNC_RETRY_MAX_WAIT", cls.retry_max_wait, env),
+            bulk=_choice("CRMSYNC_BULK", cls.bulk, _BULK_MODES, env),
+            bulk_poll_seconds=positive_setting("CRMSYNC_BULK_POLL_SECONDS", cls.bulk_poll_seconds, env),
         )
 
 

@@ -251,7 +251,8 @@ def pull(*args: Any, **kwargs: Any) -> None:
         Job(PULL_ACTOR, "pull", job.tenant, job.sobject, job.job_id, kwargs),
         lambda rt, sf, conn, slice_over: run_pull(
             sf, client=rt.redis, sink=rt.sink, jobs=rt.jobs, job_id=job.job_id,
-            connection_id=conn.connection_id, sobject=job.sobject, fields=job.fields, slice_over=slice_over),
+            connection_id=conn.connection_id, sobject=job.sobject, fields=job.fields, slice_over=slice_over,
+            bulk=rt.bulk_options(job.tenant)),
     )
 
 

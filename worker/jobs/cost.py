@@ -34,29 +34,31 @@ Path = Literal["rest", "bulk"]
 REST_PAGE = 2_000  # records in a REST query page (Salesforce's default and largest batch)
 REST_COLLECTION = 200  # records in one sObject Collections upsert
 # Records we ask for per Bulk results page (maxRecords): large pages are fewer credits, and a page of
-# 50,000 narrow records is a few MB, well inside what a worker holds in memory.
-BULK_RESULTS_PAGE = 50_000
-# Salesforce takes up to 150 MB per upload once base64-encoded, about 100 MB of CSV (simple-salesforce's bound).
+# 100,000 records of a dozen fields is some tens of MB, which a worker holds in memory.
+BULK_RESULTS_PAGE = 100_000
+# Salesforce takes up to 150 MB per upload once base64-encoded, about 100 MB of CSV (simple-salesforce's
+# bound); a push whose CSV is larger goes by REST rather than by several jobs.
 BULK_UPLOAD_BYTES = 100_000_000
 # A cautious guess of Salesforce's Bulk throughput, to estimate how long a job runs and so how many polls
 # it costs. A job that runs longer only costs more polls, which the backoff keeps few.
 ASSUMED_RECORDS_PER_SECOND = 2_000.0
+_POLL_STEPS = (1, 4, 10, 15)
+_POLL_MAX_STEP = 30
 
 
 @dataclass(frozen=True)
 class PollSchedule:
-    """Waits before each status poll of a Bulk job: growing, then ``max_wait`` apart.
+    """Waits before each status poll of a Bulk job: ``first`` times 1, 4, 10 and 15, then 30 apart.
 
-    With the defaults the polls fall at 2, 10, 30 and 60 s: a job that finishes within a minute costs at most
-    4 polls, and a long one about one poll a minute.
+    With ``first`` at 2 s (``CRMSYNC_BULK_POLL_SECONDS``) the polls fall at 2, 10, 30 and 60 s: a job that
+    finishes within a minute costs at most 4 polls, and a long one one poll a minute.
     """
 
-    waits: tuple[float, ...] = (2.0, 8.0, 20.0, 30.0)
-    max_wait: float = 60.0
+    first: float = 2.0
 
     def wait(self, poll: int) -> float:
         """Seconds to wait before poll number ``poll`` (0-based)."""
-        return self.waits[poll] if poll < len(self.waits) else self.max_wait
+        return self.first * (_POLL_STEPS[poll] if poll < len(_POLL_STEPS) else _POLL_MAX_STEP)
 
     def polls_for(self, seconds: float) -> int:
         """How many polls it takes to see a job that finishes ``seconds`` after it starts (at least 1)."""
@@ -72,9 +74,14 @@ def rest_pull_cost(records: int) -> int:
     return max(1, math.ceil(records / REST_PAGE))
 
 
-def bulk_pull_cost(records: int, schedule: PollSchedule) -> int:
+def _expected_polls(records: int) -> int:
+    # Salesforce's clock, not a test's: the default schedule against the assumed throughput.
+    return PollSchedule().polls_for(records / ASSUMED_RECORDS_PER_SECOND)
+
+
+def bulk_pull_cost(records: int) -> int:
     """Credits to read ``records`` with a Bulk query job: create, the polls, the results pages."""
-    polls = schedule.polls_for(records / ASSUMED_RECORDS_PER_SECOND)
+    polls = _expected_polls(records)
     return 1 + polls + max(1, math.ceil(records / BULK_RESULTS_PAGE))
 
 
@@ -83,11 +90,10 @@ def rest_push_cost(records: int) -> int:
     return math.ceil(records / REST_COLLECTION)
 
 
-def bulk_push_cost(records: int, csv_bytes: int, schedule: PollSchedule) -> int:
-    """Credits to upsert ``records`` with a Bulk ingest job: create, the uploads, close, the polls, and one
+def bulk_push_cost(records: int) -> int:
+    """Credits to upsert ``records`` with a Bulk ingest job: create, one upload, close, the polls, and one
     request for the failed records (made only when some failed, counted here to stay on the safe side)."""
-    polls = schedule.polls_for(records / ASSUMED_RECORDS_PER_SECOND)
-    return 1 + max(1, math.ceil(csv_bytes / BULK_UPLOAD_BYTES)) + 1 + polls + 1
+    return 1 + 1 + 1 + _expected_polls(records) + 1
 
 
 def choose(mode: BulkMode, rest: int, bulk: int, *, bulk_available: bool = True) -> Path:

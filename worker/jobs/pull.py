@@ -9,6 +9,7 @@ Salesforce no longer knows that locator, by querying again from the highest Syst
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,16 +18,20 @@ from typing import Any, cast
 
 import redis
 import structlog
-from simple_salesforce.exceptions import SalesforceMalformedRequest, SalesforceResourceNotFound
+from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest, SalesforceResourceNotFound
 
 from worker import keys
-from worker.errors import SliceEnded
+from worker.errors import BulkJobLost, SliceEnded
+from worker.jobs.bulk import NO_BULK, BulkOptions, read_records, wait_for_job
+from worker.jobs.cost import BULK_RESULTS_PAGE, bulk_pull_cost, choose, rest_pull_cost
 from worker.jobs.sink import Sink
 from worker.jobs.state import JobStore
+from worker.salesforce import bulk as bulk_api
 from worker.salesforce.client import TenantSalesforce
+from worker.salesforce.retry import salesforce_error_code
 from worker.salesforce.soql import pull_query
 
-__all__ = ["PullCheckpoint", "PullResult", "run_pull"]
+__all__ = ["BulkRead", "PullCheckpoint", "PullResult", "run_pull"]
 
 log = structlog.get_logger("crmsync.pull")
 SF_DATETIME = "%Y-%m-%dT%H:%M:%S.%f%z"
@@ -42,6 +47,7 @@ class PullCheckpoint:
     next_url: str | None = None  # the read in progress: the next page to fetch
     run_high: str | None = None  # the read in progress: highest SystemModstamp delivered so far
     run_boundary: dict[str, str] = field(default_factory=dict)
+    bulk: BulkRead | None = None  # the read in progress by a Bulk query job
 
     @classmethod
     def load(cls, client: redis.Redis, tenant: str, sobject: str, connection_id: str) -> PullCheckpoint:
@@ -50,6 +56,8 @@ class PullCheckpoint:
         try:
             data = json.loads(raw) if raw else None
             stored = cls(**data) if isinstance(data, dict) else None
+            if stored is not None and isinstance(stored.bulk, dict):
+                stored.bulk = BulkRead(**stored.bulk)
         except (TypeError, ValueError):
             log.warning("checkpoint_unreadable", tenant=tenant, object=sobject)
             stored = None
@@ -69,10 +77,41 @@ class PullCheckpoint:
                 self.run_high, self.run_boundary = stamp, {}
             self.run_boundary[record["Id"]] = stamp
         self.next_url = next_url
-        if next_url is None:  # the read is complete: its high mark becomes the watermark
-            if self.run_high is not None:
-                self.watermark, self.boundary = self.run_high, self.run_boundary
-            self.run_high, self.run_boundary = None, {}
+        if next_url is None:
+            self.finish()
+
+    def absorb(self, records: Sequence[dict[str, Any]]) -> None:
+        """Account for delivered records in any order (a Bulk results page): keep the highest SystemModstamp
+        and the Ids delivered at it."""
+        for record in records:
+            stamp = record["SystemModstamp"]
+            if self.run_high is None or stamp > self.run_high:
+                self.run_high, self.run_boundary = stamp, {}
+            if stamp == self.run_high:
+                self.run_boundary[record["Id"]] = stamp
+
+    def finish(self) -> None:
+        """The read is complete: its high mark becomes the watermark."""
+        if self.run_high is not None:
+            self.watermark, self.boundary = self.run_high, self.run_boundary
+        self.next_url, self.bulk, self.run_high, self.run_boundary = None, None, None, {}
+
+    def delivered_at_start(self) -> dict[str, str]:
+        """Id -> SystemModstamp already delivered at the stamp the next query starts from."""
+        return self.run_boundary if self.run_high is not None else self.boundary
+
+
+@dataclass
+class BulkRead:
+    """A read by a Bulk query job, saved after each step so a stopped job goes on with the same job."""
+
+    job_id: str
+    since: str | None  # the SystemModstamp it reads from
+    skip: dict[str, str]  # Id -> SystemModstamp delivered at ``since`` before the job
+    polls: int = 0
+    pages: int = 0  # results pages delivered
+    locator: str | None = None  # the next results page (None before the first)
+    requests: int = 1  # what the job has cost so far (its create, polls and pages), logged if it is lost
 
 
 @dataclass(frozen=True)
@@ -87,6 +126,35 @@ def _since(stamp: str | None) -> datetime | None:
     return datetime.strptime(stamp, SF_DATETIME) if stamp else None
 
 
+@dataclass
+class _Pull:
+    sf: TenantSalesforce
+    client: redis.Redis
+    sink: Sink
+    jobs: JobStore
+    job_id: str
+    sobject: str
+    fields: Sequence[str]
+    slice_over: Callable[[], bool]
+    bulk: BulkOptions
+    cp: PullCheckpoint
+    pages: int = 0
+    delivered: int = 0
+
+    def deliver(self, records: Sequence[dict[str, Any]], skip: dict[str, str]) -> None:
+        fresh = [r for r in records if skip.get(r["Id"]) != r["SystemModstamp"]]
+        self.sink.deliver(self.sf.tenant, self.sobject, fresh)
+        self.pages += 1
+        self.delivered += len(fresh)
+        self.jobs.progress(self.sf.tenant, self.job_id, records=len(fresh))
+
+    def save(self) -> None:
+        self.cp.save(self.client, self.sf.tenant, self.sobject)
+
+    def result(self) -> PullResult:
+        return PullResult(pages=self.pages, delivered=self.delivered)
+
+
 def run_pull(
     sf: TenantSalesforce,
     *,
@@ -98,30 +166,66 @@ def run_pull(
     sobject: str,
     fields: Sequence[str],
     slice_over: Callable[[], bool] = lambda: False,
+    bulk: BulkOptions = NO_BULK,
 ) -> PullResult:
     """Pull ``sobject`` for ``sf.tenant`` from its checkpoint to the end, delivering each page to ``sink``.
 
-    Raises ``SliceEnded`` between two pages, after the checkpoint, once ``slice_over()`` says so."""
-    tenant = sf.tenant
-    cp = PullCheckpoint.load(client, tenant, sobject, connection_id)
-    pages = delivered = 0
-    page = _first_page(sf, cp, sobject, fields)
+    REST pages by default; a read that would cost fewer credits by Bulk API 2.0 (judged on the first page's
+    ``totalSize``, per ``bulk.mode``) goes on with a Bulk query job. Raises ``SliceEnded`` between two pages
+    or polls, after the checkpoint, once ``slice_over()`` says so."""
+    pull = _Pull(sf, client, sink, jobs, job_id, sobject, fields, slice_over, bulk,
+                 PullCheckpoint.load(client, sf.tenant, sobject, connection_id))
     while True:
-        pages += 1
+        try:
+            if pull.cp.bulk is not None or (bulk.mode == "always" and pull.cp.next_url is None
+                                            and _bulk_allowed(pull)):
+                return run_bulk_read(pull)
+            return _rest_read(pull)
+        except BulkJobLost as lost:
+            _restart(pull, lost)
+
+
+def _rest_read(pull: _Pull) -> PullResult:
+    cp, tenant = pull.cp, pull.sf.tenant
+    page, fresh_query = _first_page(pull.sf, cp, pull.sobject, pull.fields)
+    while True:
         records = page.get("records", [])
-        skip = cp.run_boundary if cp.run_high is not None else cp.boundary
-        fresh = [r for r in records if skip.get(r["Id"]) != r["SystemModstamp"]]
-        sink.deliver(tenant, sobject, fresh)
+        pull.deliver(records, cp.delivered_at_start())
         cp.advance(records, None if page.get("done", True) else page["nextRecordsUrl"])
-        cp.save(client, tenant, sobject)
-        delivered += len(fresh)
-        jobs.progress(tenant, job_id, records=len(fresh))
-        log.info("page_delivered", tenant=tenant, object=sobject, records=len(fresh), done=cp.next_url is None)
+        pull.save()
+        log.info("page_delivered", tenant=tenant, object=pull.sobject, records=len(records), done=cp.next_url is None)
         if cp.next_url is None:
-            return PullResult(pages=pages, delivered=delivered)
-        if slice_over():
-            raise SliceEnded(f"pull of {sobject} continues after {pages} pages")
-        page = _next_page(sf, cp.next_url)
+            return pull.result()
+        if fresh_query and pull.bulk.mode == "auto":
+            remaining = int(page.get("totalSize", 0)) - len(records)
+            fresh_query = False
+            if choose("auto", rest_pull_cost(remaining), bulk_pull_cost(remaining)) == "bulk" and _bulk_allowed(pull):
+                log.info("pull_by_bulk", tenant=tenant, object=pull.sobject, remaining=remaining,
+                         rest_credits=rest_pull_cost(remaining), bulk_credits=bulk_pull_cost(remaining))
+                cp.next_url = None
+                return run_bulk_read(pull)
+        if pull.slice_over():
+            raise SliceEnded(f"pull of {pull.sobject} continues after {pull.pages} pages")
+        page = _next_page(pull.sf, cp.next_url)
+
+
+def _bulk_allowed(pull: _Pull) -> bool:
+    return pull.bulk.budgets is None or pull.bulk.budgets.allows_query(pull.sf)
+
+
+def _restart(pull: _Pull, lost: BulkJobLost) -> None:
+    """A Bulk read that cannot go on starts again from where it began (its pages may come again: the sink's
+    de-duplication by Id and SystemModstamp applies)."""
+    read = pull.cp.bulk
+    assert read is not None
+    log.warning("bulk_job_lost", tenant=pull.sf.tenant, object=pull.sobject, bulk_job=read.job_id,
+                state=lost.state, detail=str(lost)[:200], credits_spent=read.requests)
+    if lost.state not in ("Failed", "Aborted", "unknown to Salesforce"):
+        with contextlib.suppress(SalesforceError):
+            pull.sf.call(lambda s: bulk_api.abort_job(s, "query", read.job_id), what="bulk_query_abort")
+    pull.cp.run_high, pull.cp.run_boundary = read.since, read.skip
+    pull.cp.bulk = None
+    pull.save()
 
 
 def _next_page(sf: TenantSalesforce, next_url: str) -> dict[str, Any]:
@@ -129,14 +233,67 @@ def _next_page(sf: TenantSalesforce, next_url: str) -> dict[str, Any]:
     return page
 
 
-def _first_page(sf: TenantSalesforce, cp: PullCheckpoint, sobject: str, fields: Sequence[str]) -> dict[str, Any]:
+def _first_page(sf: TenantSalesforce, cp: PullCheckpoint, sobject: str,
+                fields: Sequence[str]) -> tuple[dict[str, Any], bool]:
+    """The next page to deliver, and whether it starts a new query (its ``totalSize`` is the whole read)."""
     if cp.next_url is not None:
         try:
-            return _next_page(sf, cp.next_url)
+            return _next_page(sf, cp.next_url), False
         except (SalesforceMalformedRequest, SalesforceResourceNotFound):
             # The query locator expired: read again from the highest SystemModstamp already delivered.
             log.info("query_locator_expired", tenant=sf.tenant, object=sobject)
             cp.next_url = None
     query = pull_query(sobject, fields, _since(cp.run_high or cp.watermark))
     first: dict[str, Any] = sf.call(lambda s: s.query(query), what="query")
-    return first
+    return first, True
+
+
+def run_bulk_read(pull: _Pull) -> PullResult:
+    """Read on (or start reading) with a Bulk query job: create it, poll it, deliver its results pages.
+
+    The job's id, polls and results locator are checkpointed after each step, so a parked, killed or
+    time-sliced pull goes on with the same job and never fetches a page twice. Salesforce returns the rows
+    unordered (a Bulk query takes no ORDER BY), so the watermark moves only once the last page is in.
+    """
+    cp, sf = pull.cp, pull.sf
+    if cp.bulk is None:
+        since = cp.run_high or cp.watermark
+        soql = pull_query(pull.sobject, pull.fields, _since(since), ordered=False)
+        try:
+            info: dict[str, Any] = sf.call(lambda s: bulk_api.create_query_job(s, soql), what="bulk_query_create")
+        except SalesforceMalformedRequest as exc:
+            code, message = salesforce_error_code(exc)
+            if code != "LIMIT_EXCEEDED" or pull.bulk.budgets is None:
+                raise
+            pull.bulk.budgets.spent("query_storage_mb" if "size" in message else "query_jobs", message)
+            return _rest_read(pull)
+        cp.bulk = BulkRead(job_id=str(info["id"]), since=since, skip=dict(cp.delivered_at_start()))
+        pull.save()
+    read = cp.bulk
+    if read.pages == 0:
+
+        def saved(polls: int) -> None:
+            read.polls, read.requests = polls, read.requests + 1
+            pull.save()
+
+        wait_for_job(sf, "query", read.job_id, polls=read.polls, options=pull.bulk, slice_over=pull.slice_over,
+                     saved=saved)
+    while True:
+        try:
+            page = sf.call(lambda s: bulk_api.query_results(s, read.job_id, read.locator, BULK_RESULTS_PAGE),
+                           what="bulk_query_results")
+        except SalesforceResourceNotFound as exc:
+            raise BulkJobLost(read.job_id, "unknown to Salesforce") from exc
+        records = read_records(page.csv)
+        pull.deliver(records, read.skip)
+        cp.absorb(records)
+        read.pages, read.locator, read.requests = read.pages + 1, page.locator, read.requests + 1
+        if page.locator is None:
+            cp.finish()
+        pull.save()
+        log.info("bulk_page_delivered", tenant=sf.tenant, object=pull.sobject, bulk_job=read.job_id,
+                 records=len(records), done=cp.bulk is None)
+        if cp.bulk is None:
+            return pull.result()
+        if pull.slice_over():
+            raise SliceEnded(f"pull of {pull.sobject} continues with Bulk job {read.job_id}'s next page")

@@ -8,11 +8,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import redis
 
 from quota.bucket import CreditBucket
+from worker.jobs.bulk import BulkOptions
+from worker.jobs.cost import BulkMode, PollSchedule
 from worker.jobs.parking import PauseStore
 from worker.jobs.sink import JsonlSink, Sink
 from worker.jobs.state import JobStore
@@ -20,6 +22,7 @@ from worker.metrics.observers import MetricsObserver
 from worker.notifications import NotificationCenter
 from worker.notifications.notifier import Notifier
 from worker.notifications.quota_warnings import QuotaAlerts
+from worker.salesforce.bulk_budget import BulkBudgets
 from worker.salesforce.client import CachedTokens, TenantSalesforce
 from worker.salesforce.connections import Connection, ConnectionStore
 from worker.salesforce.oauth import TokenClient
@@ -113,6 +116,13 @@ class Runtime:
         session = self.session_factory(self, tenant, sobject)
         session.verify = connection.ca_bundle or True
         return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection
+
+    def bulk_options(self, tenant: str) -> BulkOptions:
+        """How ``tenant``'s jobs may use Bulk API 2.0: ``CRMSYNC_BULK``, the poll schedule (sleeping with the
+        retry policy's sleep, so tests inject it), and the org's Bulk budgets."""
+        return BulkOptions(mode=cast(BulkMode, self.settings.bulk),
+                           schedule=PollSchedule(self.settings.bulk_poll_seconds), sleep=self.policy.sleep,
+                           budgets=BulkBudgets(self.redis, tenant, self.notifier))
 
 
 def notification_center() -> NotificationCenter:

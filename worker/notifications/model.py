@@ -43,6 +43,7 @@ KINDS = frozenset({
     "auth_failed",
     "job_failed",
     "config_invalid",
+    "bulk_budget_exhausted",
 })
 
 # Query strings and user:password@ in URLs carry tokens (webhook URLs, signed links in error texts).

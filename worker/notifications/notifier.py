@@ -18,6 +18,7 @@ from quota.bucket import Grant, Status
 __all__ = [
     "Notice",
     "Notifier",
+    "bulk_budget_exhausted",
     "job_error",
     "job_failed",
     "no_valid_limit",
@@ -105,6 +106,15 @@ def quota_restored(tenant: str, status: Status, *, resumed: int, since: float) -
         f"{resumed} parked jobs resumed",
         window=repr(since), details={"remaining": status.remaining, "limit": status.limit, "resumed_jobs": resumed},
     )
+
+
+def bulk_budget_exhausted(tenant: str, *, budget: str, limit_name: str, maximum: int, detail: str,
+                          day: str) -> Notice:
+    """The org's Bulk API budget ``budget`` is used up: large jobs go by REST until it recovers."""
+    return Notice("bulk_budget_exhausted", tenant,
+                  f"tenant {tenant}: the org's Bulk API budget {limit_name} ({maximum:,} per rolling 24 hours) is "
+                  f"used up ({detail}); large jobs go by REST, which costs more credits, until it recovers",
+                  window=f"{budget}:{day}", details={"budget": budget, "max": maximum})
 
 
 def job_error(kind: str, tenant: str, job_id: str, error: Exception) -> Notice:

@@ -54,11 +54,12 @@ def datetime_literal(value: datetime) -> str:
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
-def pull_query(sobject: str, fields: Sequence[str], since: datetime | None) -> str:
-    """The incremental read of ``sobject``: every record modified at or after ``since``, oldest first."""
+def pull_query(sobject: str, fields: Sequence[str], since: datetime | None, *, ordered: bool = True) -> str:
+    """The incremental read of ``sobject``: every record modified at or after ``since``, oldest first
+    (``ordered=False`` for a Bulk API 2.0 query job, which takes no ORDER BY)."""
     names = [check_name(f, "field") for f in dict.fromkeys(["Id", "SystemModstamp", *fields])]
     # Every name is checked against the naming rules and the datetime is formatted by us: nothing raw goes in.
     query = f"SELECT {', '.join(names)} FROM {check_name(sobject, 'object')}"  # noqa: S608
     if since is not None:
         query += f" WHERE SystemModstamp >= {datetime_literal(since)}"
-    return query + " ORDER BY SystemModstamp ASC"
+    return query + " ORDER BY SystemModstamp ASC" if ordered else query
