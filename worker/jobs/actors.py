@@ -263,7 +263,7 @@ def push(*args: Any, **kwargs: Any) -> None:
         Job(PUSH_ACTOR, "push", job.tenant, job.sobject, job.job_id, kwargs),
         lambda rt, sf, conn, slice_over: run_push(
             sf, client=rt.redis, jobs=rt.jobs, job_id=job.job_id, sobject=job.sobject, external_id=job.external_id,
-            slice_over=slice_over),
+            slice_over=slice_over, bulk=rt.bulk_options(job.tenant)),
     )
 
 

@@ -7,18 +7,26 @@ the same records rather than create duplicates. Per-record errors are kept on th
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 import structlog
+from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest
 
 from quota.errors import InvalidInput
 from worker import keys
-from worker.errors import SliceEnded
+from worker.errors import BulkJobLost, SliceEnded
+from worker.jobs.bulk import NO_BULK, BulkOptions, wait_for_job, write_records
+from worker.jobs.cost import BULK_UPLOAD_BYTES, bulk_push_cost, choose, rest_push_cost
 from worker.jobs.state import JOB_TTL_S, JobStore
+from worker.salesforce import bulk as bulk_api
 from worker.salesforce.client import TenantSalesforce
 from worker.salesforce.soql import check_name
 
@@ -26,6 +34,7 @@ __all__ = ["BATCH", "MAX_RECORDS", "PushResult", "check_records", "run_push", "s
 
 log = structlog.get_logger("crmsync.push")
 BATCH = 200  # sObject Collections take at most 200 records a request
+INGEST_BATCH = 10_000  # Salesforce counts a Bulk ingest batch per 10,000 records
 MAX_RECORDS = 1_000_000
 
 
@@ -77,6 +86,32 @@ def _errors(results: Sequence[dict[str, Any]], batch: Sequence[dict[str, Any]], 
     return failed
 
 
+class _Push:
+    """A push job's stored records, where it stands, and what it needs to go on."""
+
+    def __init__(self, sf: TenantSalesforce, *, client: redis.Redis, jobs: JobStore, job_id: str, sobject: str,
+                 external_id: str, slice_over: Callable[[], bool]) -> None:
+        self.sf, self.client, self.jobs, self.job_id = sf, client, jobs, job_id
+        self.sobject, self.external_id, self.slice_over = sobject, external_id, slice_over
+        self.key = keys.push_records(sf.tenant, job_id)
+        raw = cast(list[Any], client.hmget(self.key, ["records", "position", "bulk"]))
+        if raw[0] is None:
+            raise InvalidInput(f"push job {job_id} has no stored records (expired or already sent)")
+        self.records: list[dict[str, Any]] = json.loads(raw[0])
+        self.position = int(raw[1] or 0)
+        self._bulk = json.loads(raw[2]) if raw[2] else None
+        self.failed = 0
+
+    def bulk_state(self) -> dict[str, Any] | None:
+        """The Bulk ingest job this push is using: ``job_id``, ``stage``, ``polls``, ``requests``."""
+        return cast(dict[str, Any] | None, self._bulk)
+
+    def save_bulk(self, state: dict[str, Any]) -> None:
+        """Checkpoint the Bulk ingest job's progress."""
+        self._bulk = state
+        self.client.hset(self.key, "bulk", json.dumps(state))
+
+
 def _upsert(sf: TenantSalesforce, path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     results: Any = sf.call(lambda s: s.restful(path, method="PATCH", json=body), what="upsert")
     if not isinstance(results, list):
@@ -86,33 +121,151 @@ def _upsert(sf: TenantSalesforce, path: str, body: dict[str, Any]) -> list[dict[
 
 def run_push(
     sf: TenantSalesforce, *, client: redis.Redis, jobs: JobStore, job_id: str, sobject: str, external_id: str,
-    slice_over: Callable[[], bool] = lambda: False,
+    slice_over: Callable[[], bool] = lambda: False, bulk: BulkOptions = NO_BULK,
 ) -> PushResult:
     """Upsert the job's stored records from its saved position to the end.
 
-    Raises ``SliceEnded`` between two batches, after the saved position, once ``slice_over()`` says so."""
-    tenant = sf.tenant
-    key = keys.push_records(tenant, job_id)
-    raw = cast(list[Any], client.hmget(key, ["records", "position"]))
-    if raw[0] is None:
-        raise InvalidInput(f"push job {job_id} has no stored records (expired or already sent)")
-    records: list[dict[str, Any]] = json.loads(raw[0])
-    position = int(raw[1] or 0)
-    path = f"composite/sobjects/{check_name(sobject, 'object')}/{check_name(external_id, 'external id field')}"
+    By sObject Collections, or by a Bulk API 2.0 ingest job when that costs fewer credits (per
+    ``bulk.mode``). Raises ``SliceEnded`` between two batches or polls, after the saved position, once
+    ``slice_over()`` says so."""
+    push = _Push(sf, client=client, jobs=jobs, job_id=job_id, sobject=sobject, external_id=external_id,
+                 slice_over=slice_over)
+    if push.bulk_state() is not None or (push.position == 0 and _by_bulk(push, bulk)):
+        unprocessed = run_bulk_push(push, bulk)
+        if not unprocessed:
+            client.delete(push.key)
+            return PushResult(batches=1, sent=len(push.records), failed=push.failed)
+        # What the Bulk job left (its batch budget ran out, or it failed or was aborted) goes by REST.
+        log.warning("bulk_push_unprocessed", tenant=sf.tenant, object=sobject, records=len(unprocessed))
+        push.records, push.position = unprocessed, 0
+        client.hset(push.key, mapping={"records": json.dumps(unprocessed), "position": 0})
+        client.hdel(push.key, "bulk")
+    return _rest_push(push)
+
+
+def _by_bulk(push: _Push, bulk: BulkOptions) -> bool:
+    n = len(push.records)
+    if bulk.mode == "never" or len(write_records(push.records)) > BULK_UPLOAD_BYTES:
+        return False
+    if choose(bulk.mode, rest_push_cost(n), bulk_push_cost(n)) == "rest":
+        return False
+    return bulk.budgets is None or bulk.budgets.allows_ingest(push.sf, math.ceil(n / INGEST_BATCH))
+
+
+def _rest_push(push: _Push) -> PushResult:
+    sf, records = push.sf, push.records
+    path = (f"composite/sobjects/{check_name(push.sobject, 'object')}/"
+            f"{check_name(push.external_id, 'external id field')}")
     batches = failed_total = 0
-    while position < len(records):
-        batch = records[position:position + BATCH]
-        body = {"allOrNone": False, "records": [{"attributes": {"type": sobject}, **r} for r in batch]}
+    while push.position < len(records):
+        batch = records[push.position:push.position + BATCH]
+        body = {"allOrNone": False, "records": [{"attributes": {"type": push.sobject}, **r} for r in batch]}
         results = _upsert(sf, path, body)
-        failed = _errors(results, batch, position, external_id)
-        jobs.add_errors(tenant, job_id, failed)
-        jobs.progress(tenant, job_id, records=len(batch) - len(failed), failed=len(failed))
-        position += len(batch)
-        client.hset(key, "position", str(position))
+        failed = _errors(results, batch, push.position, push.external_id)
+        push.jobs.add_errors(sf.tenant, push.job_id, failed)
+        push.jobs.progress(sf.tenant, push.job_id, records=len(batch) - len(failed), failed=len(failed))
+        push.position += len(batch)
+        push.client.hset(push.key, "position", str(push.position))
         batches += 1
         failed_total += len(failed)
-        log.info("batch_upserted", tenant=tenant, object=sobject, records=len(batch), failed=len(failed))
-        if position < len(records) and slice_over():
-            raise SliceEnded(f"push of {sobject} continues after {position:,} of {len(records):,} records")
-    client.delete(key)
-    return PushResult(batches=batches, sent=len(records), failed=failed_total)
+        log.info("batch_upserted", tenant=sf.tenant, object=push.sobject, records=len(batch), failed=len(failed))
+        if push.position < len(records) and push.slice_over():
+            raise SliceEnded(f"push of {push.sobject} continues after {push.position:,} of {len(records):,} records")
+    push.client.delete(push.key)
+    return PushResult(batches=batches, sent=len(records), failed=failed_total + push.failed)
+
+
+def run_bulk_push(push: _Push, bulk: BulkOptions) -> list[dict[str, Any]]:
+    """Upsert the records with a Bulk ingest job and return those it left unprocessed (none when it completed).
+
+    Each step is checkpointed (created, uploading, uploaded, closed, the polls), so a stopped job goes on with
+    the same Salesforce job. An upload that may or may not have arrived is never sent again: that job is
+    aborted and a new one created (the extra credits are logged). Per-record failures are kept on the job as
+    for sObject Collections.
+    """
+    sf = push.sf
+    state = push.bulk_state()
+    if state is not None and state["stage"] == "uploading":
+        _abandon(push, state, "the upload may or may not have arrived")
+        state = None
+    if state is None:
+        info = sf.call(lambda s: bulk_api.create_ingest_job(s, push.sobject, push.external_id),
+                       what="bulk_ingest_create")
+        state = {"job_id": str(info["id"]), "stage": "open", "polls": 0, "requests": 1}
+        push.save_bulk(state)
+    job = state["job_id"]
+    if state["stage"] == "open":
+        push.save_bulk({**state, "stage": "uploading"})
+        sf.call(lambda s: bulk_api.upload_batch(s, job, write_records(push.records)), what="bulk_ingest_upload")
+        state = {**state, "stage": "uploaded", "requests": state["requests"] + 1}
+        push.save_bulk(state)
+    if state["stage"] == "uploaded":
+        with contextlib.suppress(SalesforceMalformedRequest):  # closed before a crash: the polls will tell
+            sf.call(lambda s: bulk_api.close_job(s, job), what="bulk_ingest_close")
+        state = {**state, "stage": "closed", "requests": state["requests"] + 1}
+        push.save_bulk(state)
+
+    def saved(polls: int) -> None:
+        state.update(polls=polls, requests=state["requests"] + 1)
+        push.save_bulk(state)
+
+    try:
+        info = wait_for_job(sf, "ingest", job, polls=state["polls"], options=bulk, slice_over=push.slice_over,
+                            saved=saved)
+    except BulkJobLost as lost:
+        return _after_failure(push, bulk, state, lost)
+    _record_failures(push, job, int(info.get("numberRecordsFailed") or 0))
+    processed = int(info.get("numberRecordsProcessed") or 0)
+    push.jobs.progress(sf.tenant, push.job_id, records=processed - push.failed)
+    log.info("bulk_push_done", tenant=sf.tenant, object=push.sobject, bulk_job=job, records=processed,
+             failed=push.failed, requests=state["requests"])
+    return []
+
+
+def _abandon(push: _Push, state: dict[str, Any], why: str) -> None:
+    log.warning("bulk_job_recreated", tenant=push.sf.tenant, object=push.sobject, bulk_job=state["job_id"],
+                why=why, credits_spent=state["requests"])
+    with contextlib.suppress(SalesforceError):
+        push.sf.call(lambda s: bulk_api.abort_job(s, "ingest", state["job_id"]), what="bulk_ingest_abort")
+    push.client.hdel(push.key, "bulk")
+
+
+def _after_failure(push: _Push, bulk: BulkOptions, state: dict[str, Any], lost: BulkJobLost) -> list[dict[str, Any]]:
+    """What a failed, aborted or vanished ingest job left: its failures kept, its unprocessed records returned."""
+    log.warning("bulk_job_lost", tenant=push.sf.tenant, object=push.sobject, bulk_job=state["job_id"],
+                state=lost.state, detail=str(lost)[:200], credits_spent=state["requests"])
+    if lost.state == "unknown to Salesforce":  # nothing to ask: upserts by external id may all be sent again
+        return push.records
+    if "ExceededQuota" in str(lost) and bulk.budgets is not None:
+        bulk.budgets.spent("batches", str(lost))
+    _record_failures(push, state["job_id"], 1)
+    text = push.sf.call(lambda s: bulk_api.ingest_results(s, state["job_id"], "unprocessedrecords"),
+                        what="bulk_ingest_unprocessed")
+    return [push.records[i] for i in _indices(push, csv.DictReader(io.StringIO(text, newline="")))]
+
+
+def _record_failures(push: _Push, job: str, failed: int) -> None:
+    """Keep the job's failed records (``sf__Error``: ``CODE:message:fields --``) as per-record errors."""
+    if failed <= 0:
+        return
+    text = push.sf.call(lambda s: bulk_api.ingest_results(s, job, "failedResults"), what="bulk_ingest_failed")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    errors = []
+    for index, row in zip(_indices(push, rows), rows, strict=True):
+        code, _, rest = (row.get("sf__Error") or "").partition(":")
+        message, _, fields = rest.rpartition(":")
+        errors.append({"index": index, "external_id": push.records[index].get(push.external_id), "errors": [{
+            "statusCode": code, "message": message or rest,
+            "fields": [f.strip() for f in fields.removesuffix("--").split(",") if f.strip()]}]})
+    push.jobs.add_errors(push.sf.tenant, push.job_id, errors)
+    push.jobs.progress(push.sf.tenant, push.job_id, failed=len(errors))
+    push.failed += len(errors)
+
+
+def _indices(push: _Push, rows: Iterable[dict[str, str]]) -> list[int]:
+    """Where each CSV row Salesforce sent back stands in the push, by its external id (the same id twice in
+    one push is matched in order)."""
+    places: dict[str, list[int]] = {}
+    for index, record in enumerate(push.records):
+        places.setdefault(str(record.get(push.external_id)), []).append(index)
+    return [places[key].pop(0) for key in (row.get(push.external_id, "") for row in rows) if places.get(key)]
