@@ -1,10 +1,13 @@
-"""Credits to push and to pull 100,000 records, through real ``crmsync worker`` processes and the emulator.
+"""Credits to push and to pull 100,000 records by REST and by Bulk API 2.0, through real ``crmsync worker``
+processes and the emulator.
 
 The org starts empty: the push upserts 100,000 Leads (which is also the cheap way to seed them: creating
 them through the REST API takes seconds, seeding six objects of 100,000 in the emulator half a minute), then
-the pull reads them back. Each figure is set against the naive cost (one request per record) and the REST
-minimum (``ceil(N/200)`` sObject Collections calls, ``ceil(N/2000)`` query pages); the emulator's own count of
-the tenant's requests is printed next to the credits charged, which it must equal.
+the pull reads them back. The REST path (``CRMSYNC_BULK=never``) runs beside the Bulk path (``auto``) in the same
+run, each on its own org; then a 500-record push and pull, which ``auto`` keeps on REST. Each figure is set
+against its reference (the naive cost, one request per record, and the REST minimum: ``ceil(N/200)`` sObject
+Collections calls, ``ceil(N/2000)`` query pages); the emulator's own count of the tenant's requests, polls
+included, is printed next to the credits charged, which it must equal.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from worker.enqueue import enqueue_pull, enqueue_push
 from worker.jobs.state import TERMINAL
 
 RECORDS = 100_000
+SMALL = 500
 COLLECTION_SIZE = 200  # sObject Collections: at most 200 records a request
 QUERY_PAGE = 2_000  # Salesforce's default (and largest) query batch
 TIMEOUT_S = 600.0
@@ -49,31 +53,49 @@ def _measure(stack: Stack, tenant: BenchTenant, enqueue: Callable[[], str], pool
                     tenant.counted_requests() - requests_before, seconds, record.records)
 
 
-def _report(what: str, n: int, m: Measured, minimum: int, minimum_label: str) -> None:
-    row(f"{what} {n:,} Leads: credits charged", f"{m.credits:,}",
-        f"{m.seconds:.1f} s, {m.records:,} records; the job recorded {m.job_credits:,} credits")
-    row("  naive: one request per record", f"{n:,}", f"{n / max(m.credits, 1):,.0f}x the credits charged")
-    row(f"  REST minimum: {minimum_label}", f"{minimum:,}", f"charged / minimum = {m.credits / minimum:.2f}")
+def _report(what: str, n: int, m: Measured, reference: str) -> None:
+    row(f"{what}: credits charged", f"{m.credits:,}",
+        f"{m.seconds:.1f} s, {m.records:,} records; the job recorded {m.job_credits:,} credits; {reference}")
     verdict = "equal" if m.requests == m.credits else "DIFFERENT"
     row("  emulator's count of the tenant's requests", f"{m.requests:,}", f"{verdict} to credits charged")
 
 
-def main(n: int = RECORDS) -> None:
-    """Print the credits a 100,000-record push and pull cost, with their references."""
+def _records(n: int, prefix: str) -> list[dict[str, object]]:
+    return [{"External_Id__c": f"{prefix}-{i:06d}", "LastName": f"Lead {i}", "Company": "Bench", "Status": "Open"}
+            for i in range(n)]
+
+
+def _push_then_pull(stack: Stack, pool: WorkerPool, tenant: BenchTenant, n: int) -> tuple[Measured, Measured]:
+    records = _records(n, tenant.name)
+    push = _measure(stack, tenant, lambda: enqueue_push(stack.client, tenant.name, "Lead", records,
+                                                        "External_Id__c"), pool)
+    pull = _measure(stack, tenant, lambda: enqueue_pull(stack.client, tenant.name, "Lead"), pool)
+    return push, pull
+
+
+def main(n: int = RECORDS, small: int = SMALL) -> None:
+    """Print what a 100,000-record push and pull cost by REST and by Bulk API 2.0, and what small jobs cost."""
+    print(f"credits per {n:,} records, REST path (CRMSYNC_BULK=never) beside the Bulk API 2.0 path (auto), "
+          "real `crmsync worker --processes 2 --threads 4`, each on an emulator org starting empty; the emulator "
+          "processes Bulk jobs at 5,000 records/s and the worker polls at 2, 10, 30, 60 s")
+    naive = f"naive {n:,}"
     with worker_stack() as stack:
-        tenant = stack.tenant("credits", records=0, limit=1_000_000)
-        records: list[dict[str, object]] = [
-            {"External_Id__c": f"BENCH-{i:06d}", "LastName": f"Lead {i}", "Company": "Bench", "Status": "Open"}
-            for i in range(n)
-        ]
-        print(f"credits per {n:,} records (real `crmsync worker --processes 2 --threads 4`, emulator org "
-              "starting empty)")
-        with stack.workers() as pool:
-            push = _measure(stack, tenant, lambda: enqueue_push(stack.client, tenant.name, "Lead", records,
-                                                                "External_Id__c"), pool)
-            _report("push (upsert)", n, push, math.ceil(n / COLLECTION_SIZE), f"ceil(N/{COLLECTION_SIZE}) calls")
-            pull = _measure(stack, tenant, lambda: enqueue_pull(stack.client, tenant.name, "Lead"), pool)
-            _report("pull", n, pull, math.ceil(n / QUERY_PAGE), f"ceil(N/{QUERY_PAGE:,}) query pages")
+        with stack.workers(extra_env={"CRMSYNC_BULK": "never"}) as pool:
+            rest_push, rest_pull = _push_then_pull(stack, pool, stack.tenant("rest", records=0), n)
+        with stack.workers(extra_env={"CRMSYNC_BULK": "auto"}) as pool:
+            bulk_push, bulk_pull = _push_then_pull(stack, pool, stack.tenant("bulk", records=0), n)
+            small_push, small_pull = _push_then_pull(stack, pool, stack.tenant("small", records=0), small)
+    _report(f"push (upsert) {n:,} Leads, REST", n, rest_push,
+            f"{naive}; REST minimum ceil(N/{COLLECTION_SIZE}) = {math.ceil(n / COLLECTION_SIZE):,}")
+    _report(f"push (upsert) {n:,} Leads, Bulk", n, bulk_push,
+            f"{rest_push.credits / max(bulk_push.credits, 1):,.0f}x fewer than REST; target <= 10")
+    _report(f"pull {n:,} Leads, REST", n, rest_pull,
+            f"{naive}; REST minimum ceil(N/{QUERY_PAGE:,}) = {math.ceil(n / QUERY_PAGE):,}")
+    _report(f"pull {n:,} Leads, Bulk", n, bulk_pull,
+            f"{rest_pull.credits / max(bulk_pull.credits, 1):,.0f}x fewer than REST; target <= 8")
+    _report(f"push {small:,} Leads (auto stays on REST)", small, small_push,
+            f"REST ceil(N/{COLLECTION_SIZE}) = {math.ceil(small / COLLECTION_SIZE)}")
+    _report(f"pull {small:,} Leads (auto stays on REST)", small, small_pull, "REST: one page = 1")
 
 
 if __name__ == "__main__":
