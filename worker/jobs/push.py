@@ -20,9 +20,9 @@ import redis
 import structlog
 from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest
 
-from quota.errors import InvalidInput
+from quota.errors import InvalidInput, QuotaExhausted
 from worker import keys
-from worker.errors import BulkJobLost, SliceEnded
+from worker.errors import AuthFailed, BulkJobLost, OrgLimitExceeded, SliceEnded
 from worker.jobs.bulk import NO_BULK, BulkOptions, wait_for_job, write_records
 from worker.jobs.cost import BULK_UPLOAD_BYTES, bulk_push_cost, choose, rest_push_cost
 from worker.jobs.state import JOB_TTL_S, JobStore
@@ -196,7 +196,12 @@ def run_bulk_push(push: _Push, bulk: BulkOptions) -> list[dict[str, Any]]:
     job = state["job_id"]
     if state["stage"] == "open":
         push.save_bulk({**state, "stage": "uploading"})
-        sf.call(lambda s: bulk_api.upload_batch(s, job, write_records(push.records)), what="bulk_ingest_upload")
+        try:  # never retried: an upload whose answer was lost may have arrived
+            sf.call(lambda s: bulk_api.upload_batch(s, job, write_records(push.records)), what="bulk_ingest_upload",
+                    retry=False)
+        except (QuotaExhausted, OrgLimitExceeded, AuthFailed):
+            push.save_bulk(state)  # refused before Salesforce took it: the upload may be made again
+            raise
         state = {**state, "stage": "uploaded", "requests": state["requests"] + 1}
         push.save_bulk(state)
     if state["stage"] == "uploaded":

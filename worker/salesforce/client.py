@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Protocol, TypeVar
 
 import structlog
@@ -93,8 +94,9 @@ class TenantSalesforce:
                 error="invalid_session", status=401,
             ) from exc
 
-    def call(self, operation: Callable[[Salesforce], T], *, what: str) -> T:
-        """Run ``operation`` (one Salesforce request) with retries for transient faults."""
+    def call(self, operation: Callable[[Salesforce], T], *, what: str, retry: bool = True) -> T:
+        """Run ``operation`` (one Salesforce request) with retries for transient faults; ``retry=False`` for a
+        request that must not be sent twice when its first answer was lost (a Bulk upload)."""
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
@@ -102,7 +104,8 @@ class TenantSalesforce:
                         error=type(error).__name__, detail=str(error)[:200])
 
         try:
-            for attempt in self.policy.retrying(before_sleep=before_sleep):
+            policy = self.policy if retry else replace(self.policy, attempts=1)
+            for attempt in policy.retrying(before_sleep=before_sleep):
                 with attempt:
                     return self._once(operation)
         except SalesforceRefusedRequest as exc:
