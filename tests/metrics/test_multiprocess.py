@@ -60,8 +60,8 @@ def test_two_processes_add_up_in_one_scrape(prom_dir: Path, serve_registry: Serv
 
     text = http_scrape(serve_registry(build_registry(None, prom_dir)))
 
-    assert value(text, "crmsync_api_requests_total", object="Lead", method="GET", outcome="200") == 7
-    assert value(text, "crmsync_api_requests_total", object="Lead", method="GET", outcome="not_sent") == 2
+    assert value(text, "crmsync_api_requests_total", api="rest", object="Lead", method="GET", outcome="200") == 7
+    assert value(text, "crmsync_api_requests_total", api="rest", object="Lead", method="GET", outcome="not_sent") == 2
     assert value(text, "crmsync_credits_charged_total") == 9
     assert value(text, "crmsync_credits_refunded_total") == 2
     assert value(text, "crmsync_api_request_duration_seconds_count", method="GET") == 7
@@ -78,7 +78,7 @@ def test_a_new_pool_starts_from_zero(prom_dir: Path, serve_registry: Serve) -> N
 
     text = http_scrape(serve_registry(build_registry(None, prom_dir)))
 
-    assert value(text, "crmsync_api_requests_total", object="Lead", method="GET", outcome="200") == 2
+    assert value(text, "crmsync_api_requests_total", api="rest", object="Lead", method="GET", outcome="200") == 2
 
 
 def test_dramatiq_middleware_reaches_the_same_scrape(prom_dir: Path, serve_registry: Serve) -> None:

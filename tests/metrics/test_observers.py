@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from quota import CreditBucket
 from tests.conftest import FakeClock
 from tests.metrics.procs import request_event
-from worker.metrics.observers import MetricsObserver, method_label, object_from_url, outcome_label
+from worker.metrics.observers import MetricsObserver, api_label, method_label, object_from_url, outcome_label
 from worker.salesforce.session import MeteredSession, OrgUsage
 
 BASE = "https://x.my.salesforce.com/services/data/v59.0"
@@ -58,6 +58,23 @@ def test_object_from_url(url: str, sobject: str | None) -> None:
     assert object_from_url(url) == sobject
 
 
+@pytest.mark.parametrize(("url", "api"), [
+    (f"{BASE}/jobs/query", "bulk"),
+    (f"{BASE}/jobs/query/750XX/results?locator=abc&maxRecords=100000", "bulk"),
+    (f"{BASE}/jobs/ingest/750XX/batches", "bulk"),
+    ("https://x.my.salesforce.com/services/data/v62.0/jobs/ingest/750XX/failedResults/", "bulk"),
+    (f"{BASE}/query/?q=SELECT+Id+FROM+Lead", "rest"),
+    (f"{BASE}/sobjects/jobs/x", "rest"),
+    (f"{BASE}/query/?q=SELECT+Id+FROM+Lead&next=/jobs/", "rest"),
+    (f"{BASE}/limits/", "rest"),
+    ("https://x.my.salesforce.com/jobs/query", "rest"),
+    ("https://login.salesforce.com/services/oauth2/token", "rest"),
+    ("not a url at all", "rest"),
+])
+def test_api_label_is_bulk_only_for_bulk_api_paths(url: str, api: str) -> None:
+    assert api_label(url) == api
+
+
 def test_object_labels_are_an_allowlist() -> None:
     observer = MetricsObserver.from_env({"CRMSYNC_METRICS_OBJECTS": "Invoice__c, not valid!,"})
     assert observer.object_label("lead") == "Lead"
@@ -70,12 +87,13 @@ def test_object_labels_are_an_allowlist() -> None:
 
 def test_event_object_wins_over_the_url() -> None:
     observer = MetricsObserver()
-    before = _sample("crmsync_api_requests_total", object="Contact", method="GET", outcome="200")
+    contact = {"api": "rest", "object": "Contact", "method": "GET", "outcome": "200"}
+    before = _sample("crmsync_api_requests_total", **contact)
     event = request_event(tenant="acme", sobject="Contact", method="GET", url=f"{BASE}/query/01gXX-2000",
                           outcome="200", seconds=0.1, charged=True)
     observer.after_request(event)
     expected = 1.0 if hasattr(event, "sobject") else 0.0  # older RequestEvent: the URL names no object
-    assert _sample("crmsync_api_requests_total", object="Contact", method="GET", outcome="200") - before == expected
+    assert _sample("crmsync_api_requests_total", **contact) - before == expected
 
 
 def test_observer_never_raises() -> None:
@@ -95,6 +113,8 @@ class _Org(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    do_POST = do_GET  # Bulk job creation: any answer will do, only the request's labels matter
 
     def log_message(self, format: str, *args: object) -> None:
         return None
@@ -120,8 +140,8 @@ def test_real_metered_requests_are_counted(redis_client: redis.Redis, clock: Fak
     bucket = CreditBucket(redis_client, clock=clock)
     bucket.set_limit("acme", 100_000, actor="test")
     session = MeteredSession("acme", bucket, observers=(MetricsObserver(),))
-    lead = {"object": "Lead", "method": "GET", "outcome": "200"}
-    refused = {"object": "Lead", "method": "GET", "outcome": "not_sent"}
+    lead = {"api": "rest", "object": "Lead", "method": "GET", "outcome": "200"}
+    refused = {"api": "rest", "object": "Lead", "method": "GET", "outcome": "not_sent"}
     before = {
         "ok": _sample("crmsync_api_requests_total", **lead),
         "refused": _sample("crmsync_api_requests_total", **refused),
@@ -142,3 +162,26 @@ def test_real_metered_requests_are_counted(redis_client: redis.Redis, clock: Fak
     assert _sample("crmsync_api_request_duration_seconds_count", method="GET") - before["durations"] == 3
     assert bucket.status("acme").used == 3  # the bucket agrees: charged minus refunded
     assert OrgUsage.read(redis_client, "acme") is not None
+
+
+def test_real_bulk_requests_are_counted_apart_from_rest(redis_client: redis.Redis, clock: FakeClock,
+                                                        org: str) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    bucket.set_limit("acme", 100_000, actor="test")
+    session = MeteredSession("acme", bucket, observers=(MetricsObserver(),))
+    series = {
+        "create": {"api": "bulk", "object": "none", "method": "POST", "outcome": "200"},
+        "reads": {"api": "bulk", "object": "none", "method": "GET", "outcome": "200"},
+        "rest": {"api": "rest", "object": "Lead", "method": "GET", "outcome": "200"},
+    }
+    before = {name: _sample("crmsync_api_requests_total", **labels) for name, labels in series.items()}
+
+    session.post(f"{org}/jobs/query", json={"operation": "query", "query": "SELECT Id FROM Lead"}, timeout=5)
+    for _ in range(2):
+        session.get(f"{org}/jobs/query/750XX", timeout=5).raise_for_status()
+    session.get(f"{org}/jobs/query/750XX/results", params={"maxRecords": 100_000}, timeout=5).raise_for_status()
+    session.get(f"{org}/query/", params={"q": "SELECT Id FROM Lead"}, timeout=5).raise_for_status()
+
+    grew = {name: _sample("crmsync_api_requests_total", **labels) - before[name] for name, labels in series.items()}
+    assert grew == {"create": 1, "reads": 3, "rest": 1}  # two polls and a results page
+    assert bucket.status("acme").used == session.charged == 5  # Bulk requests are metered like REST ones

@@ -16,6 +16,7 @@ import requests
 
 from quota import CreditBucket
 from tests.conftest import FakeClock
+from tests.metrics.budgets import limits, store_budgets
 from tests.metrics.conftest import ROOT, Serve, families, http_scrape, run_proc, value
 from worker import keys
 from worker.cli.metrics import register
@@ -34,6 +35,7 @@ def full_scrape(redis_client: redis.Redis, clock: FakeClock, prom_dir: Path, ser
     bucket.take("acme", 5)
     PauseStore(redis_client, clock=clock).pause("acme", "quota_exhausted", "used up")
     redis_client.hset(keys.org_usage("acme"), mapping={"used": 10, "max": 100, "at": clock()})
+    store_budgets(redis_client, "acme", limits(), at=clock())
     run_proc(prom_dir, "all", 2)
     run_proc(prom_dir, "dramatiq", 2)
     return http_scrape(serve_registry(build_registry(redis_client, prom_dir, clock=clock)))

@@ -11,11 +11,13 @@ from redis.retry import Retry
 
 from quota import CreditBucket
 from tests.conftest import FakeClock
+from tests.metrics.budgets import Notices, limits, store_budgets
 from tests.metrics.conftest import Serve, http_scrape, samples, value
 from worker import keys
 from worker.jobs.parking import ParkedJob, PauseStore
-from worker.metrics.collector import TenantCollector
+from worker.metrics.collector import BULK_BUDGETS, TenantCollector
 from worker.metrics.server import build_registry
+from worker.salesforce.bulk_budget import BUDGETS, BulkBudgets
 
 
 def _park(store: PauseStore, tenant: str, n: int, reason: Any = "quota_exhausted") -> None:
@@ -127,6 +129,66 @@ def test_garbage_in_redis_never_breaks_a_scrape(redis_client: redis.Redis, redis
     assert value(text, "crmsync_quota_used", tenant="wrongtypes") is None
     assert value(text, "crmsync_tenant_scrape_errors") == 2  # wrongtypes (every read), oddvalues (org usage)
     assert value(text, "crmsync_tenants") == 3
+
+
+def test_bulk_budgets_as_last_read(redis_client: redis.Redis, clock: FakeClock, serve_registry: Serve) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    for tenant in ("acme", "globex", "initech"):
+        bucket.set_limit(tenant, 100_000, actor="test")
+    read_at = clock() - 600.5
+    notices = store_budgets(redis_client, "acme", limits(query_storage_mb=0), at=read_at)
+    assert [kind for kind, _, _ in notices.raised] == ["bulk_budget_exhausted"]
+    # Salesforce refused a job before /limits was ever read: the budget is marked spent, with no read time.
+    BulkBudgets(redis_client, "initech", Notices(), clock=clock).spent("query_jobs", "LIMIT_EXCEEDED")
+
+    text = http_scrape(serve_registry(build_registry(redis_client, None, clock=clock)))
+
+    assert samples(text, "crmsync_bulk_budget_remaining") == [
+        ({"tenant": "acme", "budget": "batches"}, 14_000.0),
+        ({"tenant": "acme", "budget": "query_jobs"}, 9_990.0),
+        ({"tenant": "acme", "budget": "query_storage_mb"}, 0.0),
+        ({"tenant": "initech", "budget": "query_jobs"}, 0.0),
+    ]
+    assert value(text, "crmsync_bulk_budget_max", tenant="acme", budget="batches") == 15_000
+    assert value(text, "crmsync_bulk_budget_max", tenant="acme", budget="query_storage_mb") == 1_048_576
+    assert value(text, "crmsync_bulk_budget_read_timestamp_seconds", tenant="acme") == read_at
+    assert value(text, "crmsync_bulk_budget_read_timestamp_seconds", tenant="initech") is None
+    assert not [labels for labels, _ in samples(text, "crmsync_bulk_budget_max") if labels["tenant"] == "globex"]
+    assert value(text, "crmsync_tenant_scrape_errors") == 0
+
+
+def test_garbage_bulk_budgets_drop_only_their_series(redis_client: redis.Redis, redis_url: str, clock: FakeClock,
+                                                     serve_registry: Serve) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    for tenant in ("good", "odd", "wrongtype", "undecodable"):
+        bucket.set_limit(tenant, 100_000, actor="test")
+    store_budgets(redis_client, "good", limits(), at=clock())
+    redis_client.hset(keys.bulk_budget("odd"), mapping={
+        "batches_remaining": "lots", "batches_max": "15000", "query_jobs_remaining": "²",
+        "query_jobs_max": "9" * 5000, "query_storage_mb_remaining": "-1", "query_storage_mb_max": " 1048576 ",
+        "at": "nan"})
+    redis_client.set(keys.bulk_budget("wrongtype"), "not a hash")
+    raw = redis.Redis.from_url(redis_url)
+    raw.execute_command("HSET", keys.bulk_budget("undecodable"), "batches_remaining", b"\xc3\x28",
+                        "batches_max", "15000", "at", "inf")
+    raw.close()
+
+    text = http_scrape(serve_registry(build_registry(redis_client, None, clock=clock)))
+
+    assert value(text, "crmsync_tenant_scrape_success") == 1
+    assert value(text, "crmsync_quota_used", tenant="odd") == 0  # the tenant's other series are all there
+    remaining = {(labels["tenant"], labels["budget"]) for labels, _ in samples(text, "crmsync_bulk_budget_remaining")}
+    assert remaining == {("good", budget) for budget in BULK_BUDGETS}
+    maxima = {(labels["tenant"], labels["budget"]) for labels, _ in samples(text, "crmsync_bulk_budget_max")}
+    assert maxima - {("good", budget) for budget in BULK_BUDGETS} == {
+        ("odd", "batches"), ("odd", "query_storage_mb"), ("undecodable", "batches")}
+    timestamps = {labels["tenant"] for labels, _ in samples(text, "crmsync_bulk_budget_read_timestamp_seconds")}
+    assert timestamps == {"good"}
+    assert value(text, "crmsync_tenant_scrape_errors") == 3  # odd, wrongtype, undecodable
+
+
+def test_bulk_budget_labels_are_the_readers_budgets() -> None:
+    assert tuple(BUDGETS) == BULK_BUDGETS
 
 
 def test_wrong_type_registry_and_unreachable_redis(redis_client: redis.Redis, serve_registry: Serve) -> None:

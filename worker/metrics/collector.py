@@ -2,10 +2,11 @@
 
 Whichever process serves them, they say what Redis says: every tenant in the quota registry
 (``crmsync:tenants``) or the paused index (``crmsync:paused``, so a tenant without quota config whose jobs
-parked still shows), with its bucket, pause and parked jobs and the org usage Salesforce last reported.
+parked still shows), with its bucket, pause and parked jobs, the org usage Salesforce last reported and the
+org's Bulk API budgets as last read from ``/limits`` (``crmsync:{T}:bulk``; absent until a job first reads them).
 
-The reads are pipelined, a chunk of tenants per round trip (four commands each), so 10,000 tenants take
-about twenty round trips, not 40,000. The bucket is read through the metering script itself (a take of
+The reads are pipelined, a chunk of tenants per round trip (five commands each), so 10,000 tenants take
+about twenty round trips, not 50,000. The bucket is read through the metering script itself (a take of
 zero credits writes nothing), so the window and its reset are computed exactly as a take computes them.
 
 Nothing in Redis can break a scrape: an invalid tenant id is skipped, a key of the wrong type or a value
@@ -16,6 +17,7 @@ counted in ``crmsync_tenant_scrape_errors``. If Redis cannot be reached, no tena
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,12 +34,16 @@ from quota.validation import TENANT_PATTERN
 from worker import keys
 from worker.jobs.parking import PauseReason
 
-__all__ = ["PAUSE_REASONS", "TENANT_GAUGES", "TenantCollector"]
+__all__ = ["BULK_BUDGETS", "PAUSE_REASONS", "TENANT_GAUGES", "TenantCollector"]
 
 log = structlog.get_logger("crmsync.metrics")
 
 #: Pause reasons reported as they are; any other stored reason is reported as ``other``.
 PAUSE_REASONS = frozenset(get_args(PauseReason))
+
+#: The ``budget`` label values: the names of ``worker.salesforce.bulk_budget.BUDGETS`` (a test keeps them equal).
+#: Not imported from there, as that module loads the worker instruments, which this process must not create.
+BULK_BUDGETS = ("batches", "query_jobs", "query_storage_mb")
 
 #: The only metric families that carry a ``tenant`` label: name -> help.
 TENANT_GAUGES: dict[str, str] = {
@@ -51,12 +57,23 @@ TENANT_GAUGES: dict[str, str] = {
     "crmsync_parked_jobs": "Jobs parked while the tenant is paused, waiting to be re-queued",
     "crmsync_org_api_usage": "API requests the tenant's Salesforce org reported used (Sforce-Limit-Info)",
     "crmsync_org_api_max": "API request limit the tenant's Salesforce org reported (Sforce-Limit-Info)",
+    "crmsync_bulk_budget_remaining": "What is left of a Bulk API budget of the tenant's org (batches, query_jobs, "
+                                     "query_storage_mb) as last read from /limits; absent until first read",
+    "crmsync_bulk_budget_max": "A Bulk API budget's max per rolling 24 hours, as last read from /limits",
+    "crmsync_bulk_budget_read_timestamp_seconds": "When the tenant's Bulk API budgets were last read from /limits, "
+                                                  "epoch seconds",
 }
 
-_COMMANDS_PER_TENANT = 4
+#: The label each family carries besides ``tenant``, if any.
+_SECOND_LABEL = {
+    "crmsync_tenant_paused": "reason",
+    "crmsync_bulk_budget_remaining": "budget",
+    "crmsync_bulk_budget_max": "budget",
+}
+
+_COMMANDS_PER_TENANT = 5
 _METER_FIELDS = 6
 _MAX_DIGITS = 18
-
 
 
 def _count(value: Any) -> int | None:
@@ -70,6 +87,15 @@ def _count(value: Any) -> int | None:
     # ASCII only: str.isdigit() also accepts digits such as "²" that int() refuses; and short, as int()
     # refuses strings of thousands of digits.
     return int(digits) if len(digits) <= _MAX_DIGITS and digits.isascii() and digits.isdigit() else None
+
+
+def _timestamp(value: Any) -> float | None:
+    """Epoch seconds from a Redis reply (written as a float), or ``None`` for anything else."""
+    try:
+        seconds = float(text(value) or "nan")
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _raw_replies(client: redis.Redis) -> redis.Redis:
@@ -90,14 +116,14 @@ class _Families:
     """The families of one scrape, filled tenant by tenant."""
 
     gauges: dict[str, GaugeMetricFamily] = field(default_factory=lambda: {
-        name: GaugeMetricFamily(name, doc, labels=["tenant", "reason"] if name == "crmsync_tenant_paused"
+        name: GaugeMetricFamily(name, doc, labels=["tenant", _SECOND_LABEL[name]] if name in _SECOND_LABEL
                                 else ["tenant"])
         for name, doc in TENANT_GAUGES.items()
     })
 
-    def add(self, name: str, tenant: str, value: float, reason: str | None = None) -> None:
-        labels = [tenant] if reason is None else [tenant, reason]
-        self.gauges[name].add_metric(labels, value)
+    def add(self, name: str, tenant: str, value: float, *second: str) -> None:
+        """Add a sample of ``name`` for ``tenant``; ``second`` is the value of its other label, if it has one."""
+        self.gauges[name].add_metric([tenant, *second], value)
 
 
 class TenantCollector:
@@ -171,12 +197,14 @@ class TenantCollector:
             pipe.hgetall(keys.pause(tenant))
             pipe.zcard(keys.parked(tenant))
             pipe.hmget(keys.org_usage(tenant), ["used", "max"])
+            pipe.hgetall(keys.bulk_budget(tenant))
         replies = pipe.execute(raise_on_error=False)
         errors = 0
         for i, tenant in enumerate(tenants):
-            meter, pause, parked, org = replies[i * _COMMANDS_PER_TENANT:(i + 1) * _COMMANDS_PER_TENANT]
+            meter, pause, parked, org, bulk = replies[i * _COMMANDS_PER_TENANT:(i + 1) * _COMMANDS_PER_TENANT]
             failed = [self._quota(tenant, meter, families), self._pause(tenant, pause, families),
-                      self._parked(tenant, parked, families), self._org(tenant, org, families)]
+                      self._parked(tenant, parked, families), self._org(tenant, org, families),
+                      self._bulk(tenant, bulk, families)]
             errors += int(any(failed))
         return errors
 
@@ -198,11 +226,11 @@ class TenantCollector:
         if not isinstance(reply, dict):
             return True
         if not reply:
-            families.add("crmsync_tenant_paused", tenant, 0, reason="")
+            families.add("crmsync_tenant_paused", tenant, 0, "")
             return False
         data = {text(k): text(v) for k, v in reply.items()}
         reason = data.get("reason") or ""
-        families.add("crmsync_tenant_paused", tenant, 1, reason=reason if reason in PAUSE_REASONS else "other")
+        families.add("crmsync_tenant_paused", tenant, 1, reason if reason in PAUSE_REASONS else "other")
         return False
 
     @staticmethod
@@ -225,3 +253,24 @@ class TenantCollector:
         families.add("crmsync_org_api_usage", tenant, used)
         families.add("crmsync_org_api_max", tenant, maximum)
         return False
+
+    @staticmethod
+    def _bulk(tenant: str, reply: Any, families: _Families) -> bool:
+        """Add the Bulk budget gauges, each field on its own: a value that is no number drops only its series."""
+        if not isinstance(reply, dict):
+            return True
+        data = {text(k): v for k, v in reply.items()}
+        failed = False
+        for budget in BULK_BUDGETS:
+            for suffix, family in (("remaining", "crmsync_bulk_budget_remaining"), ("max", "crmsync_bulk_budget_max")):
+                raw = data.get(f"{budget}_{suffix}")
+                count = _count(raw)
+                if count is not None:
+                    families.add(family, tenant, count, budget)
+                failed = failed or (raw is not None and count is None)
+        if "at" in data:
+            at = _timestamp(data["at"])
+            if at is not None:
+                families.add("crmsync_bulk_budget_read_timestamp_seconds", tenant, at)
+            failed = failed or at is None
+        return failed

@@ -22,8 +22,8 @@ __all__ = [
 
 API_REQUESTS = Counter(
     "crmsync_api_requests_total",
-    "Salesforce API requests sent (or refused before sending), by object, method and outcome",
-    ["object", "method", "outcome"],
+    "Salesforce API requests sent (or refused before sending), by API (rest or bulk), object, method and outcome",
+    ["api", "object", "method", "outcome"],
 )
 API_REQUEST_DURATION = Histogram(
     "crmsync_api_request_duration_seconds",

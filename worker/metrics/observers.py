@@ -1,6 +1,7 @@
 """A ``MeteringObserver`` that counts every metered Salesforce request in the worker instruments.
 
-Every label is bounded, whatever the request: the method is one of a fixed set (else ``OTHER``), the
+Every label is bounded, whatever the request: the API is ``bulk`` for Bulk API 2.0 (``/jobs/...`` after the
+version in the path) and ``rest`` for anything else, the method is one of a fixed set (else ``OTHER``), the
 outcome an exact HTTP status from a fixed set, its class (``2xx`` .. ``5xx``), ``connection_error``,
 ``not_sent`` or ``other``, and the object one of an allowlist of standard objects plus those configured in
 ``CRMSYNC_METRICS_OBJECTS`` (else ``other``; ``none`` when the request names no object, e.g. ``/limits``).
@@ -26,6 +27,7 @@ __all__ = [
     "METHODS",
     "STANDARD_OBJECTS",
     "MetricsObserver",
+    "api_label",
     "method_label",
     "object_from_url",
     "outcome_label",
@@ -47,6 +49,12 @@ _API_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,79}")
 _REST_PATH = re.compile(r"^/services/data/v\d+\.\d+/(.*)$")
 _SUBQUERY = re.compile(r"\([^()]*\)")
 _FROM = re.compile(r"\bFROM\s+([A-Za-z][A-Za-z0-9_]*)", re.IGNORECASE)
+
+
+def api_label(url: str) -> str:
+    """``bulk`` for a Bulk API 2.0 request (its path goes on with ``jobs/`` after the version), else ``rest``."""
+    match = _REST_PATH.match(urlsplit(url).path)
+    return "bulk" if match and match.group(1).startswith("jobs/") else "rest"
 
 
 def method_label(method: str) -> str:
@@ -90,7 +98,8 @@ def object_from_url(url: str) -> str | None:
 
 
 class MetricsObserver:
-    """Counts each metered request: requests, duration, credits charged and refunded.
+    """Counts each metered request: requests (by API, object, method and outcome), duration, credits charged and
+    refunded.
 
     Every event stands for one credit taken (a refused take raises before any request, so it makes no
     event); ``not_sent`` means it went back. So ``crmsync_credits_charged_total`` counts takes and the net
@@ -121,7 +130,8 @@ class MetricsObserver:
             name = event.sobject or object_from_url(event.url)
             method = method_label(event.method)
             outcome = outcome_label(event.outcome)
-            API_REQUESTS.labels(self.object_label(name), method, outcome).inc()
+            API_REQUESTS.labels(api=api_label(event.url), object=self.object_label(name), method=method,
+                                outcome=outcome).inc()
             CREDITS_CHARGED.inc()
             if outcome == "not_sent":
                 CREDITS_REFUNDED.inc()
