@@ -1,9 +1,10 @@
-"""``crmsync status``: one row per tenant (quota, pause, parked jobs, org usage)."""
+"""``crmsync status``: one row per tenant (quota, pause, parked jobs, org usage, Bulk API budgets)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -13,13 +14,15 @@ from quota.errors import QuotaUnavailable
 from worker.cli import Subcommands, add_command
 from worker.cli.bucket import connect_bucket, status_dict
 from worker.jobs.parking import PauseStore
+from worker.salesforce import bulk_budget
 from worker.salesforce.session import OrgUsage
 
 __all__ = ["print_status", "register", "tenant_rows"]
 
 
 def tenant_rows(bucket: CreditBucket) -> list[dict[str, Any]]:
-    """Every configured tenant's quota status, pause state, parked jobs and its org's reported usage."""
+    """Every configured tenant's quota status, pause state, parked jobs, its org's reported usage and Bulk API
+    budgets."""
     pauses = PauseStore(bucket.redis)
     rows = []
     for tenant in bucket.tenants():
@@ -45,7 +48,37 @@ def _row(bucket: CreditBucket, pauses: PauseStore, tenant: str) -> dict[str, Any
         org_api_usage=usage.used if usage else None,
         org_api_max=usage.max if usage else None,
     )
+    row.update(_bulk_status(bucket.redis, tenant))
     return row
+
+
+def _bulk_status(client: redis.Redis, tenant: str) -> dict[str, Any]:
+    """``bulk``: the Bulk API budgets last read for ``tenant``, ``{name: {"remaining", "max"}, "read_at": iso}``
+    (``None`` until a job first reads them); a hash that cannot be read is ``None`` with ``bulk_unreadable``."""
+    try:
+        budgets, at = bulk_budget.read(client, tenant)
+    except (redis.ResponseError, ValueError) as exc:  # a wrong type or a value written by hand: this field only
+        return {"bulk": None, "bulk_unreadable": f"{type(exc).__name__}: {exc}"}
+    if not budgets and at is None:
+        return {"bulk": None}
+    bulk: dict[str, Any] = {name: {"remaining": b.remaining, "max": b.max} for name, b in budgets.items()}
+    try:
+        bulk["read_at"] = None if at is None else datetime.fromtimestamp(at, UTC).isoformat()
+    except (ValueError, OverflowError, OSError):  # a time no clock writes, e.g. "inf": not a reading
+        bulk["read_at"] = None
+    return {"bulk": bulk}
+
+
+def _bulk_column(row: dict[str, Any]) -> str:
+    """Query jobs and batches left, e.g. ``9,990/14,000``; ``?`` for one not read, ``-`` before any read."""
+    if "bulk_unreadable" in row:
+        return "UNREADABLE"
+    if row["bulk"] is None:
+        return "-"
+    left = [f"{row['bulk'][name]['remaining']:,}" if name in row["bulk"] else "?"
+            for name in ("query_jobs", "batches")]
+    storage = row["bulk"].get("query_storage_mb")
+    return "/".join(left) + (" (no query storage)" if storage is not None and storage["remaining"] == 0 else "")
 
 
 def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
@@ -55,7 +88,7 @@ def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
         print(json.dumps(rows))
         return
     print(f"{'TENANT':<20} {'LIMIT':>12} {'USED':>12} {'REMAINING':>12} {'USED%':>6}  {'NEXT RESET':<25}  "
-          f"{'STATE':<24} {'PARKED':>6}  ORG USAGE")
+          f"{'STATE':<24} {'PARKED':>6}  {'ORG USAGE':<21}  BULK Q-JOBS/BATCHES LEFT")
     for row in rows:
         if "unreadable" in row:
             print(f"{row['tenant']:<20} UNREADABLE: {row['unreadable']}")
@@ -65,7 +98,7 @@ def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
         state = f"paused: {row['pause_reason']}" if row["paused"] else "running"
         org = f"{row['org_api_usage']:,}/{row['org_api_max']:,}" if row["org_api_max"] else "-"
         print(f"{row['tenant']:<20} {limit:>12} {row['used']:>12,} {row['remaining']:>12,} {percent:>6}  "
-              f"{row['resets_at']:<25}  {state:<24} {row['parked_jobs']:>6}  {org}")
+              f"{row['resets_at']:<25}  {state:<24} {row['parked_jobs']:>6}  {org:<21}  {_bulk_column(row)}")
     if not rows:
         print("no tenants configured: set one with `crmsync quota set TENANT LIMIT`")
 
