@@ -1,8 +1,9 @@
 """Every metric the alert rules and the dashboard use exists on a live scrape of real processes.
 
 A real Redis with the repository's ACL users, the Salesforce emulator, `crmsync worker` as the worker user
-and `crmsync metrics` as the read-only metrics user. Tenants pull records, one runs dry and parks (a
-quota_exhausted notification), one is paused for auth_failed, a malformed message fails into the dead-letter
+and `crmsync metrics` as the read-only metrics user. Tenants pull records, one large enough to go by Bulk API
+2.0 (its budgets read from /limits), one runs dry and parks (a quota_exhausted notification), one is paused
+for auth_failed, a malformed message fails into the dead-letter
 queue, an admin raises the limit and the parked job finishes. Then one scrape must carry every family (and
 every label) that deploy/prometheus/alerts.yml and deploy/grafana/dashboards/*.json name.
 """
@@ -39,6 +40,8 @@ pytestmark = pytest.mark.slow
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 TIMEOUT_S = 120
+# Past the first REST page, these cost fewer credits by a Bulk query job than by REST pages: `auto` takes Bulk.
+BULK_RECORDS = 12_000
 
 
 @dataclass
@@ -75,7 +78,8 @@ def scrape(acl_redis: AclRedis, tmp_path_factory: pytest.TempPathFactory) -> Ite
     admin = acl_redis.client("admin")
     admin.flushdb()
     env = {**os.environ, "CRMSYNC_LOG_FORMAT": "json", "CRMSYNC_DATA_DIR": str(base / "data"),
-           "CRMSYNC_RETRY_INITIAL_WAIT": "0.01", "CRMSYNC_RETRY_MAX_WAIT": "0.05", "CRMSYNC_ORG_PROBE_SECONDS": "1"}
+           "CRMSYNC_RETRY_INITIAL_WAIT": "0.01", "CRMSYNC_RETRY_MAX_WAIT": "0.05", "CRMSYNC_ORG_PROBE_SECONDS": "1",
+           "CRMSYNC_BULK": "auto", "CRMSYNC_BULK_POLL_SECONDS": "0.05"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     worker_env = {**env, "REDIS_URL": acl_redis.url("worker"), "PROMETHEUS_MULTIPROC_DIR": str(base / "metrics")}
     admin_env = {**env, "REDIS_URL": acl_redis.url("admin")}
@@ -83,7 +87,8 @@ def scrape(acl_redis: AclRedis, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with EmulatorServer(orgs=[]) as emulator:
         try:
             bucket = CreditBucket(admin)
-            for tenant, records in (("live-ok", 30), ("live-dry", 2_500), ("live-auth", 1)):
+            for tenant, records in (("live-ok", 30), ("live-dry", 2_500), ("live-auth", 1),
+                                    ("live-bulk", BULK_RECORDS)):
                 org = emulator.control.add_org(f"org-{tenant}", environment="production", records=records)
                 secret = base / f"{tenant}.secret"
                 secret.write_text(org.client_secret)
@@ -99,6 +104,9 @@ def scrape(acl_redis: AclRedis, tmp_path_factory: pytest.TempPathFactory) -> Ite
                                                   start_new_session=True))
             done = _run(worker_env, "sync", "live-ok", "Lead", "--wait", "--json", "--timeout", str(TIMEOUT_S))
             assert done.returncode == 0, (done.stdout, done.stderr, (base / "worker.log").read_text()[-3000:])
+            emulator.control.set_bulk_rate("org-live-bulk", 0)  # its query job completes at once
+            bulk = _run(worker_env, "sync", "live-bulk", "Lead", "--wait", "--json", "--timeout", str(TIMEOUT_S))
+            assert bulk.returncode == 0, (bulk.stdout, bulk.stderr, (base / "worker.log").read_text()[-3000:])
             parked = _run(worker_env, "sync", "live-dry", "Lead", "--wait", "--json", "--timeout", str(TIMEOUT_S))
             assert parked.returncode == 3, (parked.stdout, parked.stderr)
             parked_job = json.loads(parked.stdout)["job_id"]
@@ -175,4 +183,10 @@ def test_the_live_scrape_tells_the_story(scrape: Scrape) -> None:
     assert (scrape.value("crmsync_notifications_total", kind="quota_exhausted", channel="log",
                          outcome="delivered") or 0) >= 1
     assert scrape.value("crmsync_dramatiq_messages_total", actor_name="crmsync_pull") is not None
+    assert (scrape.value("crmsync_api_requests_total", api="bulk", method="POST", outcome="200") or 0) >= 1
+    assert (scrape.value("crmsync_api_requests_total", api="rest", object="Lead", outcome="200") or 0) >= 3
+    assert scrape.value("crmsync_bulk_budget_max", tenant="live-bulk", budget="query_jobs") == 10_000
+    assert scrape.value("crmsync_bulk_budget_remaining", tenant="live-bulk", budget="query_jobs") == 10_000
+    assert scrape.value("crmsync_bulk_budget_read_timestamp_seconds", tenant="live-bulk") is not None
+    assert scrape.value("crmsync_bulk_budget_remaining", tenant="live-ok", budget="query_jobs") is None
 
