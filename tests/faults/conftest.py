@@ -91,6 +91,7 @@ def worker_environment(redis_url: str, data_dir: Path, **extra: str) -> dict[str
         "CRMSYNC_RETRY_INITIAL_WAIT": "0.01",
         "CRMSYNC_RETRY_MAX_WAIT": "0.05",
         "CRMSYNC_ORG_PROBE_SECONDS": "1",
+        "CRMSYNC_BULK_POLL_SECONDS": "0.01",
         "PROMETHEUS_MULTIPROC_DIR": str(data_dir.parent / f"metrics-{next(_names)}"),
     })
     env.update(extra)
