@@ -17,7 +17,7 @@ from worker import keys
 from worker.jobs.parking import ParkedJob, PauseStore
 from worker.metrics.collector import BULK_BUDGETS, TenantCollector
 from worker.metrics.server import build_registry
-from worker.salesforce.bulk_budget import BUDGETS, BulkBudgets
+from worker.salesforce.bulk_budget import BulkBudgets
 
 
 def _park(store: PauseStore, tenant: str, n: int, reason: Any = "quota_exhausted") -> None:
@@ -185,10 +185,6 @@ def test_garbage_bulk_budgets_drop_only_their_series(redis_client: redis.Redis, 
     timestamps = {labels["tenant"] for labels, _ in samples(text, "crmsync_bulk_budget_read_timestamp_seconds")}
     assert timestamps == {"good"}
     assert value(text, "crmsync_tenant_scrape_errors") == 3  # odd, wrongtype, undecodable
-
-
-def test_bulk_budget_labels_are_the_readers_budgets() -> None:
-    assert tuple(BUDGETS) == BULK_BUDGETS
 
 
 def test_wrong_type_registry_and_unreachable_redis(redis_client: redis.Redis, serve_registry: Serve) -> None:

@@ -14,7 +14,7 @@ from quota.errors import QuotaUnavailable
 from worker.cli import Subcommands, add_command
 from worker.cli.bucket import connect_bucket, status_dict
 from worker.jobs.parking import PauseStore
-from worker.salesforce import bulk_budget
+from worker.salesforce import bulk_limits
 from worker.salesforce.session import OrgUsage
 
 __all__ = ["print_status", "register", "tenant_rows"]
@@ -56,8 +56,8 @@ def _bulk_status(client: redis.Redis, tenant: str) -> dict[str, Any]:
     """``bulk``: the Bulk API budgets last read for ``tenant``, ``{name: {"remaining", "max"}, "read_at": iso}``
     (``None`` until a job first reads them); a hash that cannot be read is ``None`` with ``bulk_unreadable``."""
     try:
-        budgets, at = bulk_budget.read(client, tenant)
-    except (redis.ResponseError, ValueError) as exc:  # a wrong type or a value written by hand: this field only
+        budgets, at = bulk_limits.read(client, tenant)
+    except redis.ResponseError as exc:  # a key of the wrong type: this field only
         return {"bulk": None, "bulk_unreadable": f"{type(exc).__name__}: {exc}"}
     if not budgets and at is None:
         return {"bulk": None}

@@ -33,6 +33,7 @@ from quota.scripts import METER
 from quota.validation import TENANT_PATTERN
 from worker import keys
 from worker.jobs.parking import PauseReason
+from worker.salesforce.bulk_limits import BUDGETS
 
 __all__ = ["BULK_BUDGETS", "PAUSE_REASONS", "TENANT_GAUGES", "TenantCollector"]
 
@@ -41,9 +42,8 @@ log = structlog.get_logger("crmsync.metrics")
 #: Pause reasons reported as they are; any other stored reason is reported as ``other``.
 PAUSE_REASONS = frozenset(get_args(PauseReason))
 
-#: The ``budget`` label values: the names of ``worker.salesforce.bulk_budget.BUDGETS`` (a test keeps them equal).
-#: Not imported from there, as that module loads the worker instruments, which this process must not create.
-BULK_BUDGETS = ("batches", "query_jobs", "query_storage_mb")
+#: The ``budget`` label values.
+BULK_BUDGETS = tuple(BUDGETS)
 
 #: The only metric families that carry a ``tenant`` label: name -> help.
 TENANT_GAUGES: dict[str, str] = {

@@ -12,52 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
 import structlog
 
-from quota.replies import text
 from worker import keys
 from worker.notifications.notifier import Notifier, bulk_budget_exhausted
+from worker.salesforce.bulk_limits import BUDGETS, Budget, read
 from worker.salesforce.client import TenantSalesforce
 
-__all__ = ["BUDGETS", "Budget", "BulkBudgets"]
+__all__ = ["BulkBudgets"]
 
 log = structlog.get_logger("crmsync.bulk")
-
-#: Budget name (as in metrics and ``crmsync status``) -> its key in Salesforce's ``/limits``.
-BUDGETS = {
-    "batches": "DailyBulkApiBatches",
-    "query_jobs": "DailyBulkV2QueryJobs",
-    "query_storage_mb": "DailyBulkV2QueryFileStorageMB",
-}
-
-
-@dataclass(frozen=True)
-class Budget:
-    """One budget as last read: what is left of its max."""
-
-    remaining: int
-    max: int
-
-
-def read(client: redis.Redis, tenant: str) -> tuple[dict[str, Budget], float | None]:
-    """The budgets stored for ``tenant`` and when they were read (``None``: never); unreadable ones left out."""
-    raw = {text(k): text(v) for k, v in cast(dict[Any, Any], client.hgetall(keys.bulk_budget(tenant))).items()}
-    budgets = {}
-    for name in BUDGETS:
-        remaining, maximum = raw.get(f"{name}_remaining"), raw.get(f"{name}_max")
-        if remaining and maximum and remaining.isdigit() and maximum.isdigit():
-            budgets[name] = Budget(int(remaining), int(maximum))
-    at = raw.get("at")
-    try:
-        return budgets, float(at) if at else None
-    except ValueError:
-        return budgets, None
-
 
 class BulkBudgets:
     """A tenant's Bulk budgets: whether a job may use Bulk, and what to do when Salesforce says it may not."""
