@@ -98,8 +98,8 @@ def test_sigkill_mid_poll_resumes_the_same_bulk_jobs(
 ) -> None:
     client = redis.Redis.from_url(redis_url)
     tenant = connect_tenant(emulator, client, secrets_dir, records=RECORDS)
-    # 28 s for the query job, 20 s for the ingest job: both are InProgress, being polled, when the pool dies.
-    emulator.control.set_bulk_rate(tenant.org.name, 1_000)
+    # About 45 s for the query job, 33 s for the ingest job: both are InProgress, being polled, when the pool dies.
+    emulator.control.set_bulk_rate(tenant.org.name, 600)
     env = worker_environment(redis_url, tmp_path / "data", CRMSYNC_BROKER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S))
     first = start_pool(env, processes=2, threads=2)
     prefix = f"bk-{tenant.name}-"
