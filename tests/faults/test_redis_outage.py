@@ -67,7 +67,7 @@ def outage(request: pytest.FixtureRequest, emulator: EmulatorServer,
     tenants = [connect_tenant(emulator, client, base, records=RECORDS) for _ in range(3)]
     for tenant in tenants:
         emulator.control.set_faults(tenant.org.name, latency=0.15)
-    env = worker_environment(server.url, base / "data")
+    env = worker_environment(server.url, base / "data", CRMSYNC_BULK="never")
     log_path = base / "worker.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen([CRMSYNC, "worker", "--processes", "2", "--threads", "2"], env=env, stdout=log,

@@ -28,7 +28,8 @@ def test_jobs_go_on_slice_by_slice_from_their_checkpoints(
     client = redis.Redis.from_url(redis_url)
     tenant = connect_tenant(emulator, client, secrets_dir, records=RECORDS)
     # A slice shorter than any page: every job stops at each checkpoint and is sent again.
-    pool = start_pool(worker_environment(redis_url, tmp_path / "data", CRMSYNC_JOB_SLICE_SECONDS="0.001"))
+    pool = start_pool(worker_environment(redis_url, tmp_path / "data", CRMSYNC_JOB_SLICE_SECONDS="0.001",
+                                           CRMSYNC_BULK="never"))
     rows = [{"External_Id__c": f"slice-{tenant.name}-{i}", "Name": f"S{i}"} for i in range(PUSHED)]
     pull_id = enqueue_pull(client, tenant.name, "Lead")
     push_id = enqueue_push(client, tenant.name, "Campaign", rows, "External_Id__c")

@@ -62,7 +62,8 @@ def test_sigkill_mid_job_redelivers_and_resumes(
     client = redis.Redis.from_url(redis_url)
     tenant = connect_tenant(emulator, client, secrets_dir, records=RECORDS)
     emulator.control.set_faults(tenant.org.name, latency=0.4)
-    env = worker_environment(redis_url, tmp_path / "data", CRMSYNC_BROKER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S))
+    env = worker_environment(redis_url, tmp_path / "data", CRMSYNC_BROKER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S),
+                             CRMSYNC_BULK="never")  # REST pages and batches are what is killed mid-way here
     first = start_pool(env, processes=2, threads=2)
     rows = [{"External_Id__c": f"kill-{tenant.name}-{i}", "Name": f"K{i}"} for i in range(PUSHED)]
     pull_id = enqueue_pull(client, tenant.name, "Lead")
