@@ -271,10 +271,6 @@ def test_booleans_are_written_as_true_and_false(workers: Workers, make_tenant) -
     assert active == {f"c-{i}": i % 2 == 1 for i in range(count)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG worker/jobs/bulk.py write_records leaves a value with a lone \\r unquoted (Python 3.11 csv), so the "
-    "ingest job fails at parsing (ClientInputError : LineEnding is invalid); its unprocessedrecords are then "
-    "empty and worker/jobs/push.py _after_failure/run_push end the push 'done' with nothing written"))
 def test_a_value_with_a_lone_carriage_return_is_upserted(workers: Workers, make_tenant) -> None:
     tenant: Tenant = make_tenant(records=0)
     tenant.emulator.control.set_bulk_rate(tenant.org.name, 0)

@@ -215,27 +215,23 @@ def test_ingest_csv_edge_cases_read_back_with_python_csv() -> None:
 
 
 def test_ingest_csv_edge_cases_read_back_as_salesforce_reads_them() -> None:
-    header, rows = read_csv(write_records(EDGES).decode("utf-8"), "COMMA", "LF")
+    header, rows = read_csv(write_records(EDGES).decode("utf-8"), "COMMA", "CRLF")
     assert [header, *[row.values for row in rows]] == EXPECTED
     assert [row.error for row in rows] == [None] * len(EDGES)
 
 
 def test_floats_never_carry_an_exponent() -> None:
     values = [1e20, 0.1, 1e-7, 123456789.125, 1.5e300, -0.0, 3.0]
-    _, rows = read_csv(write_records([{"AnnualRevenue": v} for v in values]).decode(), "COMMA", "LF")
+    _, rows = read_csv(write_records([{"AnnualRevenue": v} for v in values]).decode(), "COMMA", "CRLF")
     written = [row.values[0] for row in rows]
     assert written[:4] == ["100000000000000000000", "0.1", "0.0000001", "123456789.125"]
     assert all("e" not in w.lower() for w in written)
     assert [float(w) for w in written] == values  # nothing lost on the way
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG worker/jobs/bulk.py write_records: Python 3.11's csv.writer(lineterminator='\\n') quotes a value "
-    "with \\n but not one with a lone \\r, so Salesforce reads a stray line ending and fails the whole job "
-    "(ClientInputError : LineEnding is invalid on user data)"))
 def test_a_lone_carriage_return_in_a_value_is_quoted() -> None:
     data = write_records([{"External_Id__c": "e-1", "Title": "old mac\rline"}]).decode()
-    _, rows = read_csv(data, "COMMA", "LF")
+    _, rows = read_csv(data, "COMMA", "CRLF")
     assert rows[0].values == ["e-1", "old mac\rline"]
 
 
@@ -260,7 +256,7 @@ def _cell(record: dict[str, Any], name: str) -> str:
 @settings(max_examples=300, deadline=None)
 @given(_RECORDS)
 def test_any_records_survive_salesforce_s_csv_reader(records: list[dict[str, Any]]) -> None:
-    header, rows = read_csv(write_records(records).decode("utf-8"), "COMMA", "LF")
+    header, rows = read_csv(write_records(records).decode("utf-8"), "COMMA", "CRLF")
     assert header == list(dict.fromkeys(name for record in records for name in record))
     assert len(rows) == len(records)
     for record, row in zip(records, rows, strict=True):
@@ -303,7 +299,7 @@ def test_only_a_whole_zulu_datetime_is_rewritten() -> None:
 
 def test_values_pushed_by_csv_come_back_by_csv_unchanged() -> None:
     # Push CSV -> Salesforce's reader -> its query result writer -> the worker's reader: the same values.
-    header, rows = read_csv(write_records(EDGES).decode("utf-8"), "COMMA", "LF")
+    header, rows = read_csv(write_records(EDGES).decode("utf-8"), "COMMA", "CRLF")
     stored = [[None if v in ("", NULL) else v for v in row.values] for row in rows]
     results = write_csv(header, [[csv_value(v) for v in row] for row in stored], "COMMA", "LF").decode()
     assert read_records(results) == [dict(zip(header, row, strict=True)) for row in stored]

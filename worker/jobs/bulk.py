@@ -90,7 +90,9 @@ def write_records(records: Sequence[dict[str, Any]]) -> bytes:
     null, as REST does), booleans are ``true``/``false``; quoting per RFC 4180 for commas, quotes, newlines."""
     columns = list(dict.fromkeys(name for record in records for name in record))
     out = io.StringIO(newline="")
-    writer = csv.writer(out, lineterminator="\n")
+    # CRLF rows: Python quotes a value holding any character of the line terminator, so a lone \r is
+    # quoted too (with LF rows it is not, and Salesforce then fails the whole job on it).
+    writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(columns)
     writer.writerows(_row(record, columns) for record in records)
     return out.getvalue().encode("utf-8")

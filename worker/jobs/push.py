@@ -243,16 +243,22 @@ def _after_failure(push: _Push, bulk: BulkOptions, state: dict[str, Any], lost: 
         return push.records
     if "ExceededQuota" in str(lost) and bulk.budgets is not None:
         bulk.budgets.spent("batches", str(lost))
-    _record_failures(push, state["job_id"], 1)
+    failed = _record_failures(push, state["job_id"], 1)
     text = push.sf.call(lambda s: bulk_api.ingest_results(s, state["job_id"], "unprocessedrecords"),
                         what="bulk_ingest_unprocessed")
-    return [push.records[i] for i in _indices(push, csv.DictReader(io.StringIO(text, newline="")))]
+    left = [push.records[i] for i in _indices(push, csv.DictReader(io.StringIO(text, newline="")))]
+    if not left and not failed and lost.state == "Failed":
+        # A job that failed as a whole (its upload unreadable) lists nothing as processed or unprocessed:
+        # every record goes again, by REST (upserts by external id, so none is written twice).
+        return push.records
+    return left
 
 
-def _record_failures(push: _Push, job: str, failed: int) -> None:
-    """Keep the job's failed records (``sf__Error``: ``CODE:message:fields --``) as per-record errors."""
+def _record_failures(push: _Push, job: str, failed: int) -> int:
+    """Keep the job's failed records (``sf__Error``: ``CODE:message:fields --``) as per-record errors; return
+    how many."""
     if failed <= 0:
-        return
+        return 0
     text = push.sf.call(lambda s: bulk_api.ingest_results(s, job, "failedResults"), what="bulk_ingest_failed")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     errors = []
@@ -265,6 +271,7 @@ def _record_failures(push: _Push, job: str, failed: int) -> None:
     push.jobs.add_errors(push.sf.tenant, push.job_id, errors)
     push.jobs.progress(push.sf.tenant, push.job_id, failed=len(errors))
     push.failed += len(errors)
+    return len(errors)
 
 
 def _indices(push: _Push, rows: Iterable[dict[str, str]]) -> list[int]:

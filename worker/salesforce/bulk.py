@@ -75,7 +75,7 @@ def create_query_job(s: Salesforce, soql: str) -> dict[str, Any]:
 def create_ingest_job(s: Salesforce, sobject: str, external_id: str) -> dict[str, Any]:
     """Create an upsert ingest job on ``sobject`` by ``external_id`` (CSV, comma, LF)."""
     return _json(s, "POST", "ingest", {"object": sobject, "operation": "upsert", "externalIdFieldName": external_id,
-                                       "contentType": "CSV", "columnDelimiter": "COMMA", "lineEnding": "LF"})
+                                       "contentType": "CSV", "columnDelimiter": "COMMA", "lineEnding": "CRLF"})
 
 
 def job_info(s: Salesforce, kind: JobKind, job_id: str) -> dict[str, Any]:
