@@ -381,19 +381,12 @@ def test_an_ingest_job_past_the_batch_budget_leaves_the_rest_to_rest(workers: Wo
     assert calls(tenant, "POST", "jobs/ingest") == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG worker/jobs/push.py run_push: after a failed or aborted ingest job, push.records becomes the "
-    "unprocessed records and _rest_push indexes their errors from 0 (_errors(..., push.position, ...)), "
-    "not by their place in the push"))
 def test_errors_of_records_left_to_rest_keep_their_index_in_the_push(workers: Workers, make_tenant) -> None:
     tenant: Tenant = make_tenant(records=0)
     job, _, _ = _push_past_the_batch_budget(tenant, frozenset({3, 15_000}))
     assert sorted((e["index"], e["external_id"]) for e in job.errors) == [(3, "bq-3"), (15_000, "bq-15000")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG worker/jobs/push.py _after_failure: the records a failed or aborted ingest job did process are "
-    "never added to the job's records (only the REST remainder is), so job.records undercounts"))
 def test_records_a_failed_ingest_job_processed_are_counted(workers: Workers, make_tenant) -> None:
     tenant: Tenant = make_tenant(records=0)
     job, _, _ = _push_past_the_batch_budget(tenant, frozenset({3, 15_000}))

@@ -72,13 +72,13 @@ class PushResult:
     failed: int
 
 
-def _errors(results: Sequence[dict[str, Any]], batch: Sequence[dict[str, Any]], start: int,
+def _errors(results: Sequence[dict[str, Any]], batch: Sequence[dict[str, Any]], indices: Sequence[int],
             external_id: str) -> list[dict[str, Any]]:
     failed = []
-    for offset, (result, record) in enumerate(zip(results, batch, strict=False)):
+    for index, result, record in zip(indices, results, batch, strict=False):
         if not result.get("success", False):
             failed.append({
-                "index": start + offset,
+                "index": index,
                 "external_id": record.get(external_id),
                 "errors": [{"statusCode": e.get("statusCode"), "message": e.get("message"),
                             "fields": e.get("fields", [])} for e in result.get("errors", [])],
@@ -94,12 +94,14 @@ class _Push:
         self.sf, self.client, self.jobs, self.job_id = sf, client, jobs, job_id
         self.sobject, self.external_id, self.slice_over = sobject, external_id, slice_over
         self.key = keys.push_records(sf.tenant, job_id)
-        raw = cast(list[Any], client.hmget(self.key, ["records", "position", "bulk"]))
+        raw = cast(list[Any], client.hmget(self.key, ["records", "position", "bulk", "left"]))
         if raw[0] is None:
             raise InvalidInput(f"push job {job_id} has no stored records (expired or already sent)")
         self.records: list[dict[str, Any]] = json.loads(raw[0])
         self.position = int(raw[1] or 0)
         self._bulk = json.loads(raw[2]) if raw[2] else None
+        # After a Bulk job that left records unprocessed: their indices, which go on by REST.
+        self.left: list[int] | None = json.loads(raw[3]) if raw[3] else None
         self.failed = 0
 
     def bulk_state(self) -> dict[str, Any] | None:
@@ -131,14 +133,15 @@ def run_push(
     push = _Push(sf, client=client, jobs=jobs, job_id=job_id, sobject=sobject, external_id=external_id,
                  slice_over=slice_over)
     if push.bulk_state() is not None or (push.position == 0 and _by_bulk(push, bulk)):
-        unprocessed = run_bulk_push(push, bulk)
-        if not unprocessed:
+        left = run_bulk_push(push, bulk)
+        if not left:
             client.delete(push.key)
             return PushResult(batches=1, sent=len(push.records), failed=push.failed)
-        # What the Bulk job left (its batch budget ran out, or it failed or was aborted) goes by REST.
-        log.warning("bulk_push_unprocessed", tenant=sf.tenant, object=sobject, records=len(unprocessed))
-        push.records, push.position = unprocessed, 0
-        client.hset(push.key, mapping={"records": json.dumps(unprocessed), "position": 0})
+        # What the Bulk job left (its batch budget ran out, or it failed or was aborted) goes by REST; the
+        # records keep their place in the push, so their errors name the index the caller knows.
+        log.warning("bulk_push_unprocessed", tenant=sf.tenant, object=sobject, records=len(left))
+        push.left, push.position = left, 0
+        client.hset(push.key, mapping={"left": json.dumps(left), "position": 0})
         client.hdel(push.key, "bulk")
     return _rest_push(push)
 
@@ -154,14 +157,16 @@ def _by_bulk(push: _Push, bulk: BulkOptions) -> bool:
 
 def _rest_push(push: _Push) -> PushResult:
     sf, records = push.sf, push.records
+    order = push.left if push.left is not None else range(len(records))
     path = (f"composite/sobjects/{check_name(push.sobject, 'object')}/"
             f"{check_name(push.external_id, 'external id field')}")
     batches = failed_total = 0
-    while push.position < len(records):
-        batch = records[push.position:push.position + BATCH]
+    while push.position < len(order):
+        indices = order[push.position:push.position + BATCH]
+        batch = [records[i] for i in indices]
         body = {"allOrNone": False, "records": [{"attributes": {"type": push.sobject}, **r} for r in batch]}
         results = _upsert(sf, path, body)
-        failed = _errors(results, batch, push.position, push.external_id)
+        failed = _errors(results, batch, indices, push.external_id)
         push.jobs.add_errors(sf.tenant, push.job_id, failed)
         push.jobs.progress(sf.tenant, push.job_id, records=len(batch) - len(failed), failed=len(failed))
         push.position += len(batch)
@@ -169,14 +174,15 @@ def _rest_push(push: _Push) -> PushResult:
         batches += 1
         failed_total += len(failed)
         log.info("batch_upserted", tenant=sf.tenant, object=push.sobject, records=len(batch), failed=len(failed))
-        if push.position < len(records) and push.slice_over():
-            raise SliceEnded(f"push of {push.sobject} continues after {push.position:,} of {len(records):,} records")
+        if push.position < len(order) and push.slice_over():
+            raise SliceEnded(f"push of {push.sobject} continues after {push.position:,} of {len(order):,} records")
     push.client.delete(push.key)
     return PushResult(batches=batches, sent=len(records), failed=failed_total + push.failed)
 
 
-def run_bulk_push(push: _Push, bulk: BulkOptions) -> list[dict[str, Any]]:
-    """Upsert the records with a Bulk ingest job and return those it left unprocessed (none when it completed).
+def run_bulk_push(push: _Push, bulk: BulkOptions) -> list[int]:
+    """Upsert the records with a Bulk ingest job and return the indices of those it left unprocessed (none
+    when it completed).
 
     Each step is checkpointed (created, uploading, uploaded, closed, the polls), so a stopped job goes on with
     the same Salesforce job. An upload that may or may not have arrived is never sent again: that job is
@@ -235,22 +241,25 @@ def _abandon(push: _Push, state: dict[str, Any], why: str) -> None:
     push.client.hdel(push.key, "bulk")
 
 
-def _after_failure(push: _Push, bulk: BulkOptions, state: dict[str, Any], lost: BulkJobLost) -> list[dict[str, Any]]:
-    """What a failed, aborted or vanished ingest job left: its failures kept, its unprocessed records returned."""
+def _after_failure(push: _Push, bulk: BulkOptions, state: dict[str, Any], lost: BulkJobLost) -> list[int]:
+    """What a failed, aborted or vanished ingest job left: its failures kept, what it did counted, the indices
+    of its unprocessed records returned."""
     log.warning("bulk_job_lost", tenant=push.sf.tenant, object=push.sobject, bulk_job=state["job_id"],
                 state=lost.state, detail=str(lost)[:200], credits_spent=state["requests"])
+    everything = list(range(len(push.records)))
     if lost.state == "unknown to Salesforce":  # nothing to ask: upserts by external id may all be sent again
-        return push.records
+        return everything
     if "ExceededQuota" in str(lost) and bulk.budgets is not None:
         bulk.budgets.spent("batches", str(lost))
     failed = _record_failures(push, state["job_id"], 1)
     text = push.sf.call(lambda s: bulk_api.ingest_results(s, state["job_id"], "unprocessedrecords"),
                         what="bulk_ingest_unprocessed")
-    left = [push.records[i] for i in _indices(push, csv.DictReader(io.StringIO(text, newline="")))]
+    left = _indices(push, csv.DictReader(io.StringIO(text, newline="")))
     if not left and not failed and lost.state == "Failed":
         # A job that failed as a whole (its upload unreadable) lists nothing as processed or unprocessed:
         # every record goes again, by REST (upserts by external id, so none is written twice).
-        return push.records
+        return everything
+    push.jobs.progress(push.sf.tenant, push.job_id, records=len(push.records) - failed - len(left))
     return left
 
 
