@@ -381,21 +381,14 @@ def _pull_unchanged(client: redis.Redis, delivered_before: int, bulk: BulkOption
     return [r["Id"] for r in sink.records], sf.asked
 
 
-_BOUNDARY_BUG = (
-    "BUG worker/jobs/pull.py PullCheckpoint.advance/delivered_at_start: once a read's first page moves run_high "
-    "to the watermark, the Ids delivered at the watermark by the previous read are forgotten, so unchanged "
-    "records sharing the watermark's SystemModstamp beyond the first page are delivered again (by the REST "
-    "pages, and by the Bulk read, whose BulkRead.skip is taken from the same run_boundary)")
 
 
-@pytest.mark.xfail(strict=True, reason=_BOUNDARY_BUG)
 def test_unchanged_records_at_the_watermark_are_not_delivered_again_by_rest(redis_client: redis.Redis) -> None:
     delivered, asked = _pull_unchanged(redis_client, 3_000, NO_BULK)
     assert asked == ["query", "query_more"]
     assert delivered == []
 
 
-@pytest.mark.xfail(strict=True, reason=_BOUNDARY_BUG)
 def test_unchanged_records_at_the_watermark_are_not_delivered_again_by_bulk(redis_client: redis.Redis) -> None:
     delivered, asked = _pull_unchanged(redis_client, 12_000, BulkOptions(mode="auto", sleep=lambda _: None))
     assert asked == ["query", "bulk_query_create", "bulk_query_poll", "bulk_query_results"]

@@ -96,6 +96,12 @@ class PullCheckpoint:
             self.watermark, self.boundary = self.run_high, self.run_boundary
         self.next_url, self.bulk, self.run_high, self.run_boundary = None, None, None, {}
 
+    def begin(self) -> None:
+        """A new read starts at the watermark: the Ids already delivered there stay skipped for the whole read,
+        however many pages share that SystemModstamp."""
+        if self.run_high is None and self.watermark is not None:
+            self.run_high, self.run_boundary = self.watermark, dict(self.boundary)
+
     def delivered_at_start(self) -> dict[str, str]:
         """Id -> SystemModstamp already delivered at the stamp the next query starts from."""
         return self.run_boundary if self.run_high is not None else self.boundary
@@ -243,7 +249,8 @@ def _first_page(sf: TenantSalesforce, cp: PullCheckpoint, sobject: str,
             # The query locator expired: read again from the highest SystemModstamp already delivered.
             log.info("query_locator_expired", tenant=sf.tenant, object=sobject)
             cp.next_url = None
-    query = pull_query(sobject, fields, _since(cp.run_high or cp.watermark))
+    cp.begin()
+    query = pull_query(sobject, fields, _since(cp.run_high))
     first: dict[str, Any] = sf.call(lambda s: s.query(query), what="query")
     return first, True
 
@@ -257,7 +264,8 @@ def run_bulk_read(pull: _Pull) -> PullResult:
     """
     cp, sf = pull.cp, pull.sf
     if cp.bulk is None:
-        since = cp.run_high or cp.watermark
+        cp.begin()
+        since = cp.run_high
         soql = pull_query(pull.sobject, pull.fields, _since(since), ordered=False)
         try:
             info: dict[str, Any] = sf.call(lambda s: bulk_api.create_query_job(s, soql), what="bulk_query_create")
