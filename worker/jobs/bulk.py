@@ -24,7 +24,7 @@ from worker.salesforce import bulk
 from worker.salesforce.bulk_budget import BulkBudgets
 from worker.salesforce.client import TenantSalesforce
 
-__all__ = ["NO_BULK", "NULL", "BulkOptions", "read_records", "wait_for_job", "write_records"]
+__all__ = ["NO_BULK", "NULL", "BulkOptions", "csv_rows", "read_records", "wait_for_job", "write_records"]
 
 #: What Bulk API 2.0 reads as "set this field to null" (an empty value leaves the field as it is).
 NULL = "#N/A"
@@ -71,10 +71,14 @@ def wait_for_job(sf: TenantSalesforce, kind: bulk.JobKind, job_id: str, *, polls
             raise BulkJobLost(job_id, state, str(info.get("errorMessage") or ""))
 
 
+def csv_rows(text: str) -> list[dict[str, str]]:
+    """The rows of a CSV Salesforce sent (results of a job), by column name, values as written."""
+    return list(csv.DictReader(io.StringIO(text, newline="")))
+
+
 def read_records(text: str) -> list[dict[str, Any]]:
     """Records from a query job's CSV: empty values are nulls, datetimes in REST's form."""
-    rows = csv.DictReader(io.StringIO(text, newline=""))
-    return [{name: _value(value) for name, value in row.items()} for row in rows]
+    return [{name: _value(value) for name, value in row.items()} for row in csv_rows(text)]
 
 
 def _value(value: str) -> str | None:

@@ -8,12 +8,11 @@ the same records rather than create duplicates. Per-record errors are kept on th
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, cast
 
 import redis
@@ -23,7 +22,7 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedReq
 from quota.errors import InvalidInput, QuotaExhausted
 from worker import keys
 from worker.errors import AuthFailed, BulkJobLost, OrgLimitExceeded, SliceEnded
-from worker.jobs.bulk import NO_BULK, BulkOptions, wait_for_job, write_records
+from worker.jobs.bulk import NO_BULK, BulkOptions, csv_rows, wait_for_job, write_records
 from worker.jobs.cost import BULK_UPLOAD_BYTES, bulk_push_cost, choose, rest_push_cost
 from worker.jobs.state import JOB_TTL_S, JobStore
 from worker.salesforce import bulk as bulk_api
@@ -104,6 +103,11 @@ class _Push:
         self.left: list[int] | None = json.loads(raw[3]) if raw[3] else None
         self.failed = 0
 
+    @cached_property
+    def csv(self) -> bytes:
+        """The records as an ingest job's CSV: built once, for the size check and then the upload."""
+        return write_records(self.records)
+
     def bulk_state(self) -> dict[str, Any] | None:
         """The Bulk ingest job this push is using: ``job_id``, ``stage``, ``polls``, ``requests``."""
         return cast(dict[str, Any] | None, self._bulk)
@@ -148,7 +152,7 @@ def run_push(
 
 def _by_bulk(push: _Push, bulk: BulkOptions) -> bool:
     n = len(push.records)
-    if bulk.mode == "never" or len(write_records(push.records)) > BULK_UPLOAD_BYTES:
+    if bulk.mode == "never" or len(push.csv) > BULK_UPLOAD_BYTES:
         return False
     if choose(bulk.mode, rest_push_cost(n), bulk_push_cost(n)) == "rest":
         return False
@@ -203,7 +207,7 @@ def run_bulk_push(push: _Push, bulk: BulkOptions) -> list[int]:
     if state["stage"] == "open":
         push.save_bulk({**state, "stage": "uploading"})
         try:  # never retried: an upload whose answer was lost may have arrived
-            sf.call(lambda s: bulk_api.upload_batch(s, job, write_records(push.records)), what="bulk_ingest_upload",
+            sf.call(lambda s: bulk_api.upload_batch(s, job, push.csv), what="bulk_ingest_upload",
                     retry=False)
         except (QuotaExhausted, OrgLimitExceeded, AuthFailed):
             push.save_bulk(state)  # refused before Salesforce took it: the upload may be made again
@@ -254,7 +258,7 @@ def _after_failure(push: _Push, bulk: BulkOptions, state: dict[str, Any], lost: 
     failed = _record_failures(push, state["job_id"], 1)
     text = push.sf.call(lambda s: bulk_api.ingest_results(s, state["job_id"], "unprocessedrecords"),
                         what="bulk_ingest_unprocessed")
-    left = _indices(push, csv.DictReader(io.StringIO(text, newline="")))
+    left = _indices(push, csv_rows(text))
     if not left and not failed and lost.state == "Failed":
         # A job that failed as a whole (its upload unreadable) lists nothing as processed or unprocessed:
         # every record goes again, by REST (upserts by external id, so none is written twice).
@@ -269,7 +273,7 @@ def _record_failures(push: _Push, job: str, failed: int) -> int:
     if failed <= 0:
         return 0
     text = push.sf.call(lambda s: bulk_api.ingest_results(s, job, "failedResults"), what="bulk_ingest_failed")
-    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    rows = csv_rows(text)
     errors = []
     for index, row in zip(_indices(push, rows), rows, strict=True):
         code, _, rest = (row.get("sf__Error") or "").partition(":")
