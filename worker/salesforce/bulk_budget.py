@@ -18,14 +18,14 @@ from typing import Any, cast
 import redis
 import structlog
 
-from worker import keys
 from worker.notifications.notifier import Notifier, bulk_budget_exhausted
-from worker.salesforce.bulk_limits import BUDGETS, Budget, read
+from worker.salesforce.bulk_limits import BUDGETS, Budget, read, write
 from worker.salesforce.client import TenantSalesforce
 
 __all__ = ["BulkBudgets"]
 
 log = structlog.get_logger("crmsync.bulk")
+
 
 class BulkBudgets:
     """A tenant's Bulk budgets: whether a job may use Bulk, and what to do when Salesforce says it may not."""
@@ -49,10 +49,7 @@ class BulkBudgets:
             figures = (entry.get("Remaining"), entry.get("Max")) if isinstance(entry, dict) else (None, None)
             if all(isinstance(v, int) for v in figures):
                 fresh[name] = Budget(max(cast(int, figures[0]), 0), cast(int, figures[1]))
-        mapping: dict[str, str | float] = {"at": self.clock()}
-        for name, budget in fresh.items():
-            mapping[f"{name}_remaining"], mapping[f"{name}_max"] = budget.remaining, budget.max
-        self.redis.hset(keys.bulk_budget(self.tenant), mapping=mapping)
+        write(self.redis, self.tenant, fresh, at=self.clock())
         for name, budget in fresh.items():
             if budget.remaining == 0:
                 self._raise(name, budget.max, "Salesforce's /limits shows none left")
@@ -72,7 +69,7 @@ class BulkBudgets:
         read of ``/limits``) and raise ``bulk_budget_exhausted``."""
         budgets, _ = read(self.redis, self.tenant)
         maximum = budgets[name].max if name in budgets else 0
-        self.redis.hset(keys.bulk_budget(self.tenant), mapping={f"{name}_remaining": 0, f"{name}_max": maximum})
+        write(self.redis, self.tenant, {name: Budget(0, maximum)})
         self._raise(name, maximum, detail)
 
     def _raise(self, name: str, maximum: int, detail: str) -> None:

@@ -1,4 +1,4 @@
-"""The org's Bulk API budgets as stored in Redis (``crmsync:{T}:bulk``): their names and how to read them.
+"""The org's Bulk API budgets as stored in Redis (``crmsync:{T}:bulk``): their names, how to write and read them.
 
 Apart from ``bulk_budget`` (which reads them from Salesforce and acts on them) so that ``crmsync status`` and
 the metrics endpoint read them without loading the Salesforce client or the worker's metrics.
@@ -15,7 +15,7 @@ import redis
 from quota.replies import text
 from worker import keys
 
-__all__ = ["BUDGETS", "Budget", "read"]
+__all__ = ["BUDGETS", "Budget", "read", "write"]
 
 #: Budget name (as in metrics and ``crmsync status``) -> its key in Salesforce's ``/limits``.
 BUDGETS = {
@@ -57,3 +57,11 @@ def read(client: redis.Redis, tenant: str) -> tuple[dict[str, Budget], float | N
     except ValueError:
         at = math.nan
     return budgets, at if math.isfinite(at) and at >= 0 else None
+
+
+def write(client: redis.Redis, tenant: str, budgets: dict[str, Budget], *, at: float | None = None) -> None:
+    """Store ``budgets`` for ``tenant`` (others stay as they are), and ``at``, when they were read, if given."""
+    mapping: dict[str, int | float] = {} if at is None else {"at": at}
+    for name, budget in budgets.items():
+        mapping[f"{name}_remaining"], mapping[f"{name}_max"] = budget.remaining, budget.max
+    client.hset(keys.bulk_budget(tenant), mapping=mapping)
