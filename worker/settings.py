@@ -35,7 +35,7 @@ from __future__ import annotations
 import getpass
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,17 +103,22 @@ def metrics_objects(environ: Mapping[str, str] | None = None) -> tuple[str, ...]
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
-def positive_setting(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
-    """The environment variable ``name`` as a finite number above 0, or ``default`` when it is unset or empty;
-    anything else is refused with a message naming the variable."""
+def _number(name: str, default: float, environ: Mapping[str, str] | None, accept: Callable[[float], bool],
+            expected: str) -> float:
     raw = _env(environ).get(name)
     try:
         value = float(raw) if raw else default
     except ValueError:
-        value = -1.0
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name}={raw!r}: expected a number above 0, such as {default:g}")
+        value = math.nan  # accepted by no range
+    if not accept(value):
+        raise ValueError(f"{name}={raw!r}: expected {expected}, such as {default:g}")
     return value
+
+
+def positive_setting(name: str, default: float, environ: Mapping[str, str] | None = None) -> float:
+    """The environment variable ``name`` as a finite number above 0, or ``default`` when it is unset or empty;
+    anything else is refused with a message naming the variable."""
+    return _number(name, default, environ, lambda v: 0 < v < math.inf, "a number above 0")
 
 
 def _whole_setting(name: str, default: int, environ: Mapping[str, str] | None) -> int:
@@ -124,14 +129,7 @@ def _whole_setting(name: str, default: int, environ: Mapping[str, str] | None) -
 
 
 def _share(name: str, default: float, environ: Mapping[str, str] | None) -> float:
-    raw = _env(environ).get(name)
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 1:
-        raise ValueError(f"{name}={raw!r}: expected a share between 0 and 1, such as {default:g}")
-    return value
+    return _number(name, default, environ, lambda v: 0 < v <= 1, "a share between 0 and 1")
 
 
 def _shares(name: str, default: tuple[float, ...], environ: Mapping[str, str] | None) -> tuple[float, ...]:
