@@ -205,9 +205,10 @@ def _rest_read(pull: _Pull) -> PullResult:
         if fresh_query and pull.bulk.mode == "auto":
             remaining = int(page.get("totalSize", 0)) - len(records)
             fresh_query = False
-            if choose("auto", rest_pull_cost(remaining), bulk_pull_cost(remaining)) == "bulk" and _bulk_allowed(pull):
+            rest, bulk = rest_pull_cost(remaining), bulk_pull_cost(remaining)
+            if choose("auto", rest, bulk) == "bulk" and _bulk_allowed(pull):
                 log.info("pull_by_bulk", tenant=tenant, object=pull.sobject, remaining=remaining,
-                         rest_credits=rest_pull_cost(remaining), bulk_credits=bulk_pull_cost(remaining))
+                         rest_credits=rest, bulk_credits=bulk)
                 cp.next_url = None
                 return run_bulk_read(pull)
         if pull.slice_over():
