@@ -80,11 +80,15 @@ def test_make_run_pauses_resumes_and_stops_cleanly(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_make_run_killed_with_sigkill_leaves_nothing_running(tmp_path: Path) -> None:
     run, marker, _ = start_run(tmp_path)
-    assert run.stdout is not None
-    for line in run.stdout:
-        if line.startswith("---"):  # the first status lines: everything has started
-            break
-    assert len(processes_with(marker)) >= 5  # run, Redis, emulator, worker pool, scheduler, metrics
-    run.kill()  # SIGKILL: `crmsync run` gets no chance to clean up
-    run.wait()
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:
+            if line.startswith("---"):  # the first status lines: everything has started
+                break
+        # run, Redis, emulator, worker pool, scheduler, metrics: the status line can come before the last of them
+        # is visible (a process still exec'ing has no readable environ), so wait for them rather than count once
+        wait_until(lambda: len(processes_with(marker)) >= 5, 60, "every process of the stack to start")
+    finally:
+        run.kill()  # SIGKILL: `crmsync run` gets no chance to clean up
+        run.wait()
     wait_until(lambda: processes_with(marker) == [], 60, "every child to exit with its parent")
