@@ -1,4 +1,5 @@
-"""Daily API-credit quotas per tenant, kept in Redis.
+"""Daily API-credit quotas per tenant, kept in Redis: a daily or rolling 24-hour window, with a reserve for
+essential work.
 
     from quota import CreditBucket, InvalidLimit
     bucket = CreditBucket.from_url("redis://127.0.0.1:6379/0")
@@ -6,12 +7,14 @@
     grant = bucket.take("acme", 1)
 """
 
-from quota.bucket import AuditEntry, Clock, CreditBucket, Grant, LimitState, Status
+from quota.bucket import AuditEntry, Clock, CreditBucket, Grant, LimitState, Status, WindowMode
 from quota.errors import (
     InvalidInput,
     InvalidLimit,
+    InvalidReserve,
     InvalidResetTime,
     InvalidTenant,
+    InvalidWindow,
     QuotaError,
     QuotaExhausted,
     QuotaUnavailable,
@@ -27,11 +30,14 @@ __all__ = [
     "Grant",
     "InvalidInput",
     "InvalidLimit",
+    "InvalidReserve",
     "InvalidResetTime",
     "InvalidTenant",
+    "InvalidWindow",
     "LimitState",
     "QuotaError",
     "QuotaExhausted",
     "QuotaUnavailable",
     "Status",
+    "WindowMode",
 ]

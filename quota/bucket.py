@@ -11,12 +11,20 @@ import redis
 
 from quota import keys
 from quota.direct import DirectConnections
-from quota.errors import InvalidInput, QuotaUnavailable
+from quota.errors import InvalidInput, InvalidReserve, InvalidResetTime, InvalidWindow, QuotaUnavailable
+from quota.reading import REASONS, Reading, WindowMode
 from quota.replies import text
 from quota.scripts import CONFIGURE, METER
-from quota.validation import TENANT_PATTERN, parse_limit, parse_reset_time, validate_tenant
+from quota.validation import (
+    TENANT_PATTERN,
+    parse_limit,
+    parse_reserve,
+    parse_reset_time,
+    parse_window,
+    validate_tenant,
+)
 
-__all__ = ["AuditEntry", "Clock", "CreditBucket", "Grant", "LimitState", "Status", "meter_call"]
+__all__ = ["AuditEntry", "Clock", "CreditBucket", "Grant", "LimitState", "Status", "WindowMode", "meter_call"]
 
 LimitState = Literal["ok", "unset", "invalid"]
 _STATES: dict[int, LimitState] = {0: "ok", 1: "unset", 2: "invalid"}
@@ -30,18 +38,34 @@ class Clock(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """The outcome of a take. Pass it to ``refund(grant=...)`` to return credits that were never spent."""
+    """The outcome of a take. Pass it to ``refund(grant=...)`` to return credits that were never spent.
+
+    ``remaining`` includes the reserve; ``resets_at`` is when the next credits come back; ``window_end`` is
+    where the credits went (the window's end in daily mode, the hour's start in rolling mode).
+    """
 
     granted: bool
     remaining: int
     limit: int
     resets_at: datetime
     window_end: int
+    reserve: int = 0
+    taken: int = 0
+
+    @property
+    def reserve_only(self) -> bool:
+        """Refused although credits are left: only the reserve, kept for essential work, is."""
+        return not self.granted and self.remaining > 0
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A tenant's bucket as it stands. ``limit`` is ``None`` unless ``limit_state`` is ``"ok"``."""
+    """A tenant's bucket as it stands. ``limit`` is ``None`` unless ``limit_state`` is ``"ok"``.
+
+    ``remaining`` includes the ``reserve``; ``available`` is what normal (not essential) work may still take.
+    ``resets_at`` is when the next credits come back: the reset in daily mode; in rolling mode, when the
+    oldest credits of the last 24 hours do (now, when none are used).
+    """
 
     tenant: str
     limit: int | None
@@ -52,6 +76,13 @@ class Status:
     reset_at: str
     raw_limit: str | None
     config_error: str | None = None
+    window: WindowMode = "daily"
+    reserve: int = 0
+
+    @property
+    def available(self) -> int:
+        """Credits normal work may still take: what remains above the reserve."""
+        return max(0, self.remaining - self.reserve)
 
     @property
     def percent_used(self) -> float | None:
@@ -70,28 +101,40 @@ class AuditEntry:
     new: str
 
 
+_FIELDS = ("limit", "reset_at", "reset_from", "reserve", "window")
 
-def _config_error(raw_limit: str | None, raw_reset_at: str | None) -> str:
-    """Say which hand-written config value the metering script refused."""
-    problems = []
-    for value, check in ((raw_limit, parse_limit), (raw_reset_at, parse_reset_time)):
+
+def _invalid_because(tenant: str, reason: int, raw: dict[str, str | None], window: WindowMode) -> str:
+    """Say which value the metering script refused, and how it is put right."""
+    field = REASONS.get(reason, "config")
+    value = raw.get(field)
+    checks = {"limit": parse_limit, "reset_at": parse_reset_time, "window": parse_window}
+    if field in checks:
         try:
-            if value is not None:
-                check(value)
+            checks[field](value)
         except InvalidInput as exc:
-            problems.append(str(exc))
-    return "; ".join(problems) or "invalid reset_from in config"
+            return str(exc)
+    if field == "reserve":
+        return (f"reserve {value!r} is not a whole number below the limit: set it again with "
+                f"`crmsync quota set {tenant} LIMIT --reserve N`")
+    if field == "reset_from":
+        return (f"reset_from {value!r} is not a moment within the next 24 hours: set the reset time again with "
+                f"`crmsync quota set {tenant} LIMIT --reset-at HH:MM`")
+    where = keys.rolling_window(tenant) if window == "rolling" else f"{keys.window_prefix(tenant)}<window end>"
+    return (f"the window counter {where} holds something other than whole numbers >= 0 (written by hand?), so "
+            "what was spent is unknown and nothing is granted; a daily counter is left behind when its window "
+            "ends, a rolling one must be corrected or deleted by an admin who knows what was spent")
 
 
-def meter_call(tenant: str, delta: int, now: str, window_end: int | None = None,
-               grace: int = 0) -> tuple[list[str], list[Any]]:
+def meter_call(tenant: str, delta: int, now: str, window_end: int | None = None, *,
+               grace: int = 0, essential: bool = False) -> tuple[list[str], list[Any]]:
     """The meter script's KEYS and ARGV for ``tenant``, in the order ``scripts/meter.lua`` declares them.
 
     ``now`` is epoch seconds or ``""`` for the server's clock; ``delta`` 0 only reads (the script writes only
-    on takes and refunds, so ``grace`` does not matter then).
+    on takes and refunds, so ``grace`` does not matter then); ``essential`` takes may use the reserve.
     """
-    return [keys.config(tenant), keys.window_prefix(tenant)], [delta, now, "" if window_end is None else window_end,
-                                                              grace]
+    return ([keys.config(tenant), keys.window_prefix(tenant), keys.rolling_window(tenant)],
+            [delta, now, "" if window_end is None else window_end, grace, "1" if essential else ""])
 
 
 def _utc(epoch: float) -> datetime:
@@ -99,7 +142,8 @@ def _utc(epoch: float) -> datetime:
 
 
 class CreditBucket:
-    """Per-tenant API credits that refill to the tenant's CRM API daily limit at its reset time each day.
+    """Per-tenant API credits up to the tenant's CRM API daily limit. In ``daily`` mode they all come back at the
+    tenant's reset time each day; in ``rolling`` mode each comes back 24 to 25 hours after it was taken.
 
     Every method validates the tenant id first. Redis errors surface as ``QuotaUnavailable``: when Redis
     cannot be reached, no credit is ever granted. Takes and refunds run on a connection per thread of
@@ -135,14 +179,17 @@ class CreditBucket:
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock()))
 
-    def _meter(self, tenant: str, delta: int, window_end: int | None = None) -> list[int]:
+    def _meter(self, tenant: str, delta: int, window_end: int | None = None, essential: bool = False) -> Reading:
         validate_tenant(tenant)
         try:
-            result: list[int] = METER(self._direct.execute, *meter_call(tenant, delta, self._now_arg(), window_end,
-                                                                          self._grace))
+            reply = METER(self._direct.execute, *meter_call(tenant, delta, self._now_arg(), window_end,
+                                                            grace=self._grace, essential=essential))
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"credit bucket unavailable: {exc.__class__.__name__}: {exc}") from exc
-        return result
+        reading = Reading.parse(reply)
+        if reading is None:
+            raise QuotaUnavailable(f"credit bucket unavailable: unexpected meter reply {reply!r}")
+        return reading
 
     @staticmethod
     def _count(n: object) -> int:
@@ -150,68 +197,94 @@ class CreditBucket:
             raise InvalidInput(f"credit count must be a whole number >= 1, got {n!r}")
         return n
 
-    def take(self, tenant: str, n: int = 1) -> Grant:
-        """Take ``n`` credits, all or nothing. A refused take changes nothing."""
-        outcome, remaining, limit, window_end, _used, _state = self._meter(tenant, self._count(n))
-        return Grant(bool(outcome), remaining, limit, _utc(window_end), window_end)
+    def take(self, tenant: str, n: int = 1, *, essential: bool = False) -> Grant:
+        """Take ``n`` credits, all or nothing. A refused take changes nothing.
+
+        Normal takes stop where the tenant's reserve begins; ``essential`` ones may use the reserve.
+        """
+        count = self._count(n)
+        got = self._meter(tenant, count, essential=bool(essential))
+        return Grant(bool(got.outcome), got.remaining, got.limit, _utc(got.resets_at), got.window, got.reserve,
+                     count if got.outcome else 0)
 
     def refund(self, tenant: str, n: int = 1, *, grant: Grant | None = None) -> int:
         """Return ``n`` credits that were taken but never spent; return how many went back.
 
-        With ``grant``, credits go back only if the window they were taken in is still open. Used credits
-        never drop below zero, so the bucket never holds more than the limit.
+        With ``grant``, at most what that take took goes back, and only while the credits still count where
+        they were taken (the same daily window; in rolling mode, an hour of the last 24). Used credits never
+        drop below zero, so the bucket never holds more than the limit.
         """
-        window_end = grant.window_end if grant is not None else None
-        refunded: int = self._meter(tenant, -self._count(n), window_end)[0]
-        return refunded
+        count = self._count(n)
+        if grant is not None:
+            count = min(count, grant.taken)
+            if count == 0:
+                validate_tenant(tenant)
+                return 0
+        return self._meter(tenant, -count, grant.window_end if grant is not None else None).outcome
 
     def status(self, tenant: str) -> Status:
-        """Read the tenant's bucket without changing it."""
-        _, remaining, limit, window_end, used, state = self._meter(tenant, 0)
+        """Read the tenant's bucket without changing it. An invalid tenant's status says why it is invalid."""
+        got = self._meter(tenant, 0)
         try:
-            raw_limit, reset_at = cast(list[Any], self.redis.hmget(keys.config(tenant), ["limit", "reset_at"]))
+            values = cast(list[Any], self.redis.hmget(keys.config(tenant), list(_FIELDS)))
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"quota config unavailable: {exc}") from exc
+        raw = {field: text(value) for field, value in zip(_FIELDS, values, strict=True)}
         return Status(
             tenant=tenant,
-            limit=limit if state == 0 else None,
-            limit_state=_STATES[state],
-            used=used,
-            remaining=remaining,
-            resets_at=_utc(window_end),
-            reset_at=text(reset_at) or "00:00",
-            raw_limit=text(raw_limit),
-            config_error=_config_error(text(raw_limit), text(reset_at)) if state == 2 else None,
+            limit=got.limit if got.valid else None,
+            limit_state=_STATES.get(got.state, "invalid"),
+            used=got.used,
+            remaining=got.remaining,
+            resets_at=_utc(got.resets_at),
+            reset_at=raw["reset_at"] or "00:00",
+            raw_limit=raw["limit"],
+            config_error=None if got.valid or got.state == 1 else _invalid_because(tenant, got.reason, raw, got.mode),
+            window=got.mode,
+            reserve=got.reserve,
         )
 
-    def set_limit(self, tenant: str, limit: object, *, actor: str, reset_at: str | None = None) -> Status:
-        """Set the tenant's CRM API daily limit (and optionally its UTC reset time ``HH:MM``).
+    def set_limit(self, tenant: str, limit: object, *, actor: str, reset_at: str | None = None,
+                  window: str | None = None, reserve: object = None) -> Status:
+        """Set the tenant's CRM API daily limit, and optionally its UTC reset time ``HH:MM``, its window mode
+        (``daily`` or ``rolling``) and its reserve for essential work (``None`` keeps what is set).
 
-        Raises ``InvalidLimit`` for anything but a whole number >= 100,000, and ``InvalidResetTime`` for a
-        bad time, before anything is written. Takes in every process see the new limit on their next call.
+        Raises ``InvalidLimit``, ``InvalidResetTime``, ``InvalidWindow`` or ``InvalidReserve`` (a reserve must
+        stay below the limit, the stored one included) before anything is written. The change is read and
+        written in one atomic step, and the credits used so far follow it: no change grants extra. Takes in
+        every process see it on their next call.
         """
-        fields: dict[str, str] = {"limit": str(parse_limit(limit))}
+        validate_tenant(tenant)
+        number = parse_limit(limit)
+        fields: dict[str, str] = {"limit": str(number)}
         if reset_at is not None:
             parse_reset_time(reset_at)
             fields["reset_at"] = reset_at
+        if window is not None:
+            fields["window"] = parse_window(window)
+        if reserve is not None:
+            fields["reserve"] = str(parse_reserve(reserve, number))
         return self._configure(tenant, fields, actor=actor)
 
     def _configure(self, tenant: str, fields: dict[str, str], *, actor: str) -> Status:
         if not actor or not isinstance(actor, str):
             raise InvalidInput("actor must name who makes the change")
-        before = self.status(tenant)
-        reset_from = ""
-        if "reset_at" in fields and fields["reset_at"] != before.reset_at and before.limit_state == "ok":
-            # The window already open keeps its end, so a new reset time never refills a bucket early.
-            reset_from = str(int(before.resets_at.timestamp()))
-        args: list[Any] = [actor, self._now_arg(), self._max_audit, reset_from]
+        args: list[Any] = [actor, self._now_arg(), self._max_audit, self._grace]
         for field, value in fields.items():
             args += [field, value]
         try:
-            self.redis.sadd(keys.TENANTS, tenant)
-            CONFIGURE(self.redis.execute_command, [keys.config(tenant), keys.audit(tenant)], args)
+            _changed, refused = CONFIGURE(self.redis.execute_command, [
+                keys.config(tenant), keys.audit(tenant), keys.window_prefix(tenant), keys.rolling_window(tenant),
+            ], args)
+            if refused:
+                stored = text(self.redis.hget(keys.config(tenant), REASONS[refused]))
+            else:
+                # After the config, so a refused change writes nothing at all.
+                self.redis.sadd(keys.TENANTS, tenant)
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"quota config unavailable: {exc}") from exc
+        if refused:
+            raise _refusal(tenant, REASONS[refused], stored, fields)
         return self.status(tenant)
 
     def history(self, tenant: str) -> list[AuditEntry]:
@@ -240,3 +313,13 @@ class CreditBucket:
             raise QuotaUnavailable(f"quota config unavailable: {exc}") from exc
         # A member written by hand that is no valid tenant id is left out rather than failing every listing.
         return sorted(t for t in (text(m) for m in members) if t and TENANT_PATTERN.fullmatch(t))
+
+
+def _refusal(tenant: str, field: str, stored: str | None, fields: dict[str, str]) -> InvalidInput:
+    """The error for a change the configure script refused: the merged config would not be valid."""
+    if field == "reserve":
+        return InvalidReserve(f"the reserve of {stored} credits stored for {tenant!r} is not below the new limit "
+                              f"{int(fields['limit']):,}: lower it with --reserve, or raise the limit")
+    option = {"reset_at": "--reset-at HH:MM", "window": "--window daily|rolling"}.get(field, f"--{field}")
+    error = {"reset_at": InvalidResetTime, "window": InvalidWindow}.get(field, InvalidInput)
+    return error(f"the {field} stored for {tenant!r} ({stored!r}) is invalid: replace it with {option}")

@@ -6,8 +6,11 @@
      ├── InvalidInput (ValueError)       bad input from a caller; nothing was written
      │    ├── InvalidLimit               not a whole number >= 100,000
      │    ├── InvalidTenant              tenant id outside the allowed character set
-     │    └── InvalidResetTime           not HH:MM between 00:00 and 23:59
-     ├── QuotaExhausted                  the bucket cannot pay for a request; carries ``resets_at``
+     │    ├── InvalidResetTime           not HH:MM between 00:00 and 23:59
+     │    ├── InvalidWindow              a window mode other than ``daily`` or ``rolling``
+     │    └── InvalidReserve             not a whole number from 0 to below the limit
+     ├── QuotaExhausted                  the bucket cannot pay for a request; carries ``resets_at`` and
+     │                                   whether only the reserve (kept for essential work) is left
      └── QuotaUnavailable                Redis could not be reached: no credit is granted (fail closed)
 """
 
@@ -18,8 +21,10 @@ from datetime import datetime
 __all__ = [
     "InvalidInput",
     "InvalidLimit",
+    "InvalidReserve",
     "InvalidResetTime",
     "InvalidTenant",
+    "InvalidWindow",
     "QuotaError",
     "QuotaExhausted",
     "QuotaUnavailable",
@@ -46,18 +51,39 @@ class InvalidResetTime(InvalidInput):
     """A reset time of day that is not ``HH:MM`` (UTC) between 00:00 and 23:59."""
 
 
-class QuotaExhausted(QuotaError):
-    """The tenant's bucket cannot pay for the request: no request may be sent before ``resets_at``."""
+class InvalidWindow(InvalidInput):
+    """A window mode other than ``daily`` or ``rolling``."""
 
-    def __init__(self, tenant: str, *, remaining: int, limit: int, resets_at: datetime | None) -> None:
+
+class InvalidReserve(InvalidInput):
+    """A reserve that is not a whole number from 0 to below the tenant's limit."""
+
+
+class QuotaExhausted(QuotaError):
+    """The tenant's bucket cannot pay for the request: no request may be sent before ``resets_at``.
+
+    ``reserve_only``: credits are left, but only the reserve, which is kept for essential work.
+    """
+
+    def __init__(self, tenant: str, *, remaining: int, limit: int, resets_at: datetime | None,
+                 reserve: int = 0) -> None:
         self.tenant = tenant
         self.remaining = remaining
         self.limit = limit
         self.resets_at = resets_at
+        self.reserve = reserve
         when = resets_at.isoformat() if resets_at else "never (no valid limit set)"
-        super().__init__(
-            f"tenant {tenant!r} has no API credits left (limit {limit}); credits return at {when}"
-        )
+        if self.reserve_only:
+            what = (f"only its reserve of {reserve:,} credits is left ({remaining:,} remaining of {limit:,}), "
+                    "kept for essential jobs")
+        else:
+            what = f"has no API credits left (limit {limit})"
+        super().__init__(f"tenant {tenant!r} {what}; credits return at {when}")
+
+    @property
+    def reserve_only(self) -> bool:
+        """Credits are left, but only the reserve kept for essential work."""
+        return self.remaining > 0
 
 
 class QuotaUnavailable(QuotaError):

@@ -8,9 +8,12 @@ scripts.
 key                                    type    what
 =====================================  ======  ==============================================================
 ``crmsync:tenants``                    set     every tenant id that has quota config
-``crmsync:{T}:config``                 hash    ``limit``, ``reset_at`` (HH:MM UTC), ``reset_from``
-``crmsync:{T}:w:<END>``                int     credits used in the window ending at epoch second ``END``;
-                                               expires shortly after ``END``
+``crmsync:{T}:config``                 hash    ``limit``, ``reset_at`` (HH:MM UTC), ``reset_from``,
+                                               ``reserve``, ``window`` (``daily`` or ``rolling``)
+``crmsync:{T}:w:<END>``                int     daily mode: credits used in the window ending at epoch second
+                                               ``END``; expires shortly after ``END``
+``crmsync:{T}:w:rolling``              hash    rolling mode: credits used per hour (field: epoch hour); expires
+                                               shortly after its newest credits come back
 ``crmsync:{T}:audit``                  list    JSON audit entries, newest first, trimmed to a bound
 =====================================  ======  ==============================================================
 
@@ -19,7 +22,7 @@ The limit is a value, never part of a key: a change applies to the next take wit
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "TENANTS", "audit", "config", "scope", "window_prefix"]
+__all__ = ["PREFIX", "TENANTS", "audit", "config", "rolling_window", "scope", "window_prefix"]
 
 PREFIX = "crmsync:"
 TENANTS = f"{PREFIX}tenants"
@@ -38,6 +41,11 @@ def config(tenant: str) -> str:
 def window_prefix(tenant: str) -> str:
     """Prefix of a tenant's window counters; the metering script appends the window's end (epoch seconds)."""
     return f"{scope(tenant)}:w:"
+
+
+def rolling_window(tenant: str) -> str:
+    """Hash of a rolling-mode tenant's credits per hour of the last 25 (it shares the window counters' prefix)."""
+    return f"{window_prefix(tenant)}rolling"
 
 
 def audit(tenant: str) -> str:

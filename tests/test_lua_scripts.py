@@ -16,7 +16,19 @@ SCRIPTS = sorted((ROOT / "quota" / "scripts").glob("*.lua")) + sorted((ROOT / "w
 def test_the_scripts_are_where_the_loader_finds_them() -> None:
     assert {p.parent.parent.name for p in SCRIPTS} == {"quota", "worker"}
     for path in SCRIPTS:
-        assert LuaScript(path.stem, package=path.parent.parent.name).source == path.read_text("utf-8")
+        source = LuaScript(path.stem, package=path.parent.parent.name).source
+        written = path.read_text("utf-8")
+        includes = re.findall(r"^-- include: (\S+)$", written, re.M)
+        for name in includes:
+            written = written.replace(f"-- include: {name}", (path.parent / name).read_text("utf-8"))
+        assert source == written
+        assert "-- include:" not in source
+
+
+def test_the_bucket_scripts_share_one_reading_of_the_config() -> None:
+    # The meter and the configure script must agree on what a valid config and an open window are.
+    for name in ("meter", "configure"):
+        assert "-- include: lib/window.lua" in (ROOT / "quota" / "scripts" / f"{name}.lua").read_text("utf-8")
 
 
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")

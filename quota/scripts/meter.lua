@@ -1,74 +1,83 @@
--- Take, refund or read a tenant's API credits in one atomic step.
--- KEYS: [1] crmsync:{T}:config  tenant config hash: limit, reset_at (HH:MM UTC), reset_from (admin-written)
---       [2] crmsync:{T}:w:      prefix of the window counters; the script appends the window's end in epoch
---                               seconds, so every counter shares the tenant's hash slot
--- ARGV: [1] delta       credits to take (> 0), to refund (< 0), or 0 to only read
+-- Take, refund or read a tenant's API credits in one atomic step, in the tenant's window mode.
+-- KEYS: [1] crmsync:{T}:config      tenant config hash: limit, reset_at, reset_from, reserve, window
+--       [2] crmsync:{T}:w:          prefix of the daily counters; the script appends the window's end (epoch s)
+--       [3] crmsync:{T}:w:rolling   the rolling window's hash of credits per hour
+-- ARGV: [1] delta       credits to take (> 0), to refund (< 0), or 0 to only read (a read writes nothing)
 --       [2] now         epoch seconds, or "" for the Redis server's TIME (callers' clocks never decide windows)
---       [3] window_end  refunds only: end of the window the credits were taken in ("" = the current one)
---       [4] grace       seconds a counter outlives its window
--- Returns: {outcome, remaining, limit, window_end, used, state}
---   outcome: takes 1 granted / 0 refused (a refused take writes nothing); refunds: credits returned
---   state:   0 config ok, 1 no limit set, 2 config invalid (both grant nothing)
--- This runs before every Salesforce request: it is kept to plain comparisons and as few calls as possible.
+--       [3] window      refunds only: the `window` the take returned ("" = the current one)
+--       [4] grace       seconds a counter outlives the moment its credits come back
+--       [5] essential   "1": the take may use the reserve; anything else: it stops where the reserve begins
+-- Returns: {outcome, remaining, limit, window, used, state, resets_at, reserve, mode, reason}
+--   outcome:   takes 1 granted / 0 refused (a refused take writes nothing); refunds: credits returned
+--   remaining: credits left including the reserve; window: where the take went (daily: the window's end;
+--              rolling: the start of the hour); resets_at: when the next credits come back (epoch s)
+--   state:     0 ok, 1 no limit set, 2 invalid (both grant nothing); reason: which value is invalid (lib)
+--   mode:      0 daily, 1 rolling
+-- This runs before every Salesforce request: the hot path is two or three Redis calls and plain comparisons.
 
-local cfg = redis.call('HMGET', KEYS[1], 'limit', 'reset_at', 'reset_from')
-local raw_limit, raw_reset, raw_from = cfg[1], cfg[2], cfg[3]
+-- include: lib/window.lua
 
-local state, limit = 0, 0
-if not raw_limit then
-  state = 1
-elseif string.find(raw_limit, '^%d+$') then
-  limit = tonumber(raw_limit)
-  if limit < 100000 or limit > 1e15 then state = 2 end
-else
-  state = 2
-end
-
-local offset = 0
-if raw_reset then
-  local hh, mm = string.match(raw_reset, '^(%d%d):(%d%d)$')
-  hh, mm = tonumber(hh), tonumber(mm)
-  if hh and hh < 24 and mm < 60 then offset = hh * 3600 + mm * 60 else state = 2 end
-end
-
-local now = ARGV[2]
-if now == '' then now = redis.call('TIME')[1] end
-now = tonumber(now)
-
--- A new reset time of day applies once the window that was open when it changed has ended.
-local window_end
-local from = raw_from and string.find(raw_from, '^%d+$') and tonumber(raw_from)
-if raw_from and not from then state = 2 end
-if from and now < from then
-  window_end = from
-else
-  window_end = now - (now - offset) % 86400 + 86400
-end
-
-local counter = KEYS[2] .. window_end
-if state ~= 0 then limit = 0 end
+local now = clock(ARGV[2])
+local cfg = read_config(KEYS[1], now)
 local delta = tonumber(ARGV[1])
-local outcome, used = 0, 0
+local cap = cfg.limit
+if ARGV[5] ~= '1' then cap = cfg.limit - cfg.reserve end
+local outcome, used, window, resets_at = 0, 0, 0, 0
 
-if delta > 0 and state == 0 then
-  -- Optimistic: one call on the hot path; a take that overdraws is undone inside this same atomic script.
-  used = redis.call('INCRBY', counter, delta)
-  if used > limit then
-    if used == delta then redis.call('DEL', counter) else redis.call('DECRBY', counter, delta) end
-    used = used - delta
-  else
-    if used == delta then redis.call('EXPIRE', counter, window_end - now + tonumber(ARGV[4])) end
-    outcome = 1
+if cfg.rolling then
+  local hour = math.floor(now / STEP)
+  local oldest, stale
+  used, oldest, stale = rolling_used(KEYS[3], now)
+  if not used then cfg.state, cfg.reason, cfg.limit, cap, used = 2, BAD_COUNTER, 0, 0, 0 end
+  window = hour * STEP
+  if cfg.state == 0 and delta > 0 and used + delta <= cap then
+    if #stale > 0 then redis.call('HDEL', KEYS[3], unpack(stale)) end
+    if redis.call('HINCRBY', KEYS[3], hour, delta) == delta then
+      redis.call('EXPIRE', KEYS[3], (hour + SPAN) * STEP - now + tonumber(ARGV[4]))
+    end
+    used, outcome = used + delta, 1
+    oldest = oldest or hour
+  elseif cfg.state == 0 and delta < 0 then
+    -- Credits go back only into the hour they were taken in, while it still counts, never below zero.
+    local from_hour = hour
+    if ARGV[3] ~= '' then from_hour = math.floor(tonumber(ARGV[3]) / STEP) end
+    if from_hour > hour - SPAN and from_hour <= hour then
+      outcome = math.min(-delta, whole(redis.call('HGET', KEYS[3], from_hour)) or 0)
+      if outcome > 0 then redis.call('HINCRBY', KEYS[3], from_hour, -outcome); used = used - outcome end
+    end
   end
+  if oldest then resets_at = (oldest + SPAN) * STEP else resets_at = now end
 else
-  used = tonumber(redis.call('GET', counter) or 0)
-  -- Credits go back only into the window they came from, and never below zero used.
-  if delta < 0 and (ARGV[3] == '' or tonumber(ARGV[3]) == window_end) then
-    outcome = math.min(-delta, used)
-    if outcome > 0 then used = redis.call('DECRBY', counter, outcome) end
+  window = daily_end(cfg, now)
+  resets_at = window
+  local counter = KEYS[2] .. window
+  if cfg.state == 0 and delta > 0 then
+    -- Optimistic: one call on the hot path; a take that overdraws is undone inside this same atomic script.
+    used = redis.pcall('INCRBY', counter, delta)
+    if type(used) ~= 'number' then
+      cfg.state, cfg.reason, cfg.limit, used = 2, BAD_COUNTER, 0, 0
+    elseif used < delta or used > cap then
+      if used == delta then redis.call('DEL', counter) else redis.call('DECRBY', counter, delta) end
+      used = used - delta
+      -- Below zero means a hand-written counter: it proves nothing about what was spent.
+      if used < 0 then cfg.state, cfg.reason, cfg.limit, used = 2, BAD_COUNTER, 0, 0 end
+    else
+      if used == delta then redis.call('EXPIRE', counter, window - now + tonumber(ARGV[4])) end
+      outcome = 1
+    end
+  else
+    used = daily_used(counter)
+    if not used then cfg.state, cfg.reason, cfg.limit, used = 2, BAD_COUNTER, 0, 0 end
+    if cfg.state == 0 and delta < 0 and (ARGV[3] == '' or tonumber(ARGV[3]) == window) then
+      outcome = math.min(-delta, used)
+      if outcome > 0 then used = redis.call('DECRBY', counter, outcome) end
+    end
   end
 end
 
-local remaining = limit - used
+if cfg.state ~= 0 then cfg.reserve = 0 end
+local remaining = cfg.limit - used
 if remaining < 0 then remaining = 0 end
-return {outcome, remaining, limit, window_end, used, state}
+local mode = 0
+if cfg.rolling then mode = 1 end
+return {outcome, remaining, cfg.limit, window, used, cfg.state, resets_at, cfg.reserve, mode, cfg.reason}

@@ -84,9 +84,17 @@ def test_changed_reset_time_applies_after_the_open_window(bucket: CreditBucket, 
     clock.now = MIDNIGHT_AFTER_T0
     grant = bucket.take("acme", 1)
     assert grant.granted
-    assert grant.resets_at == datetime.fromtimestamp(MIDNIGHT_AFTER_T0 + 13 * 3600, UTC)
+    # The first window under the new time lasts at least 24 hours (here 37): a 13-hour window would let the
+    # credits of three windows through within 24 hours.
+    first_end = MIDNIGHT_AFTER_T0 + DAY + 13 * 3600
+    assert grant.resets_at == datetime.fromtimestamp(first_end, UTC)
     clock.now = MIDNIGHT_AFTER_T0 + 13 * 3600
-    assert bucket.take("acme", 1).remaining == 99_999
+    assert bucket.take("acme", 99_999).granted
+    assert not bucket.take("acme", 1).granted
+    clock.now = first_end
+    grant = bucket.take("acme", 1)
+    assert grant.remaining == 99_999
+    assert grant.resets_at == datetime.fromtimestamp(first_end + DAY, UTC)
 
 
 def test_raising_the_limit_adds_exactly_the_difference(bucket: CreditBucket) -> None:
