@@ -1,5 +1,5 @@
--- Library included by meter.lua and configure.lua (at their `-- include: lib/window.lua` line): reads a
--- tenant's quota config and the credits used in its current window, in either window mode. Nothing here writes.
+-- Library included by meter.lua and configure.lua where they name it: reads a tenant's quota config and the
+-- credits used in its open window, in either window mode. Nothing here writes.
 -- KEYS: none of its own; its functions take the keys their callers declared.
 -- ARGV: none of its own.
 --
