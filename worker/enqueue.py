@@ -17,6 +17,7 @@ import redis
 from quota.replies import text
 from quota.validation import validate_tenant
 from worker import broker, keys
+from worker.jobs.priority import DEFAULT_PRIORITY, Priority, check_priority, message_kwargs
 from worker.jobs.push import check_records, store_records
 from worker.jobs.state import TERMINAL, JobRecord, JobStore
 from worker.salesforce.soql import check_name
@@ -41,33 +42,41 @@ PUSH_ACTOR = "crmsync_push"
 SETTLED = TERMINAL | {"parked"}
 
 
-def active_pull(client: redis.Redis, tenant: str, sobject: str) -> str | None:
-    """The id of the tenant's pull of ``sobject`` that is queued, running or parked, if any."""
+def active_pull(client: redis.Redis, tenant: str, sobject: str, priority: Priority = DEFAULT_PRIORITY) -> str | None:
+    """The id of the tenant's pull of ``sobject`` that is queued, running or parked and serves ``priority``, if
+    any: any pull serves a normal one, only an essential pull serves an essential one."""
     job_id = text(client.hget(keys.active_pulls(tenant), sobject))
     if job_id is None:
         return None
     record = JobStore(client).get(tenant, job_id)
-    return job_id if record is not None and record.state not in TERMINAL else None
+    if record is None or record.state in TERMINAL:
+        return None
+    return job_id if priority in (DEFAULT_PRIORITY, record.priority) else None
 
 
-def enqueue_pull(client: redis.Redis, tenant: str, sobject: str, fields: Sequence[str] = ()) -> str:
-    """Queue an incremental pull of ``sobject`` for ``tenant``; return the job id.
+def enqueue_pull(client: redis.Redis, tenant: str, sobject: str, fields: Sequence[str] = (), *,
+                 priority: Priority = DEFAULT_PRIORITY) -> str:
+    """Queue an incremental pull of ``sobject`` for ``tenant`` at ``priority`` (``essential`` or ``normal``);
+    return the job id. A bad priority raises ``InvalidPriority`` before anything is written.
 
-    A pull brings an object up to date, so while one is queued, running or parked for the same tenant and
-    object, no second one is queued: its id is returned instead.
+    A pull brings an object up to date, so while one that serves ``priority`` is queued, running or parked for
+    the same tenant and object, no second one is queued: its id is returned instead. An essential pull is
+    queued even while a normal one is under way, since that one may be parked while only the reserve is left;
+    the two take turns on the object's lock, each from the checkpoint the other left.
     """
     validate_tenant(tenant)
     check_name(sobject, "object")
     for name in fields:
         check_name(name, "field")
-    existing = active_pull(client, tenant, sobject)
+    check_priority(priority)
+    existing = active_pull(client, tenant, sobject, priority)
     if existing is not None:
         return existing
     job_id = uuid.uuid4().hex
-    JobStore(client).create(tenant, job_id, "pull", sobject)
+    JobStore(client).create(tenant, job_id, "pull", sobject, priority)
     client.hset(keys.active_pulls(tenant), sobject, job_id)
     send_job(PULL_ACTOR, {"tenant": tenant, "sobject": sobject, "job_id": job_id, "fields": list(fields),
-                          "seq": _next_seq(client, tenant)})
+                          "seq": _next_seq(client, tenant), **message_kwargs(priority)})
     return job_id
 
 
@@ -83,18 +92,21 @@ def _next_seq(client: redis.Redis, tenant: str) -> int:
 
 
 def enqueue_push(
-    client: redis.Redis, tenant: str, sobject: str, records: list[dict[str, Any]], external_id: str
+    client: redis.Redis, tenant: str, sobject: str, records: list[dict[str, Any]], external_id: str, *,
+    priority: Priority = DEFAULT_PRIORITY,
 ) -> str:
-    """Queue an upsert of ``records`` into ``sobject`` by ``external_id``; return the job id."""
+    """Queue an upsert of ``records`` into ``sobject`` by ``external_id`` at ``priority`` (``essential`` or
+    ``normal``); return the job id. Bad input raises an ``InvalidInput`` before anything is written."""
     validate_tenant(tenant)
     check_name(sobject, "object")
     check_name(external_id, "external id field")
+    check_priority(priority)
     check_records(records, external_id)
     job_id = uuid.uuid4().hex
     store_records(client, tenant, job_id, records)
-    JobStore(client).create(tenant, job_id, "push", sobject)
+    JobStore(client).create(tenant, job_id, "push", sobject, priority)
     send_job(PUSH_ACTOR, {"tenant": tenant, "sobject": sobject, "external_id": external_id, "job_id": job_id,
-                          "seq": _next_seq(client, tenant)})
+                          "seq": _next_seq(client, tenant), **message_kwargs(priority)})
     return job_id
 
 

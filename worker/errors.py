@@ -8,6 +8,7 @@
      ├── InvalidInterval (quota.errors.InvalidInput)    a schedule interval that is not a whole number of s/m/h/d
      ├── InvalidJob (quota.errors.InvalidInput)         a malformed job message: dead-lettered, never retried
      ├── InvalidDelivery (quota.errors.InvalidInput)    a malformed notification delivery: dead-lettered
+     ├── InvalidPriority (quota.errors.InvalidInput)    a job priority other than ``essential`` or ``normal``
      ├── CommandError                                   a ``crmsync`` command's one-line refusal; carries the exit code
      ├── SecretUnavailable                              a referenced secret is missing, unreadable or empty
      ├── NotConnected                                   the tenant has no (readable) connection
@@ -43,6 +44,7 @@ __all__ = [
     "InvalidInterval",
     "InvalidJob",
     "InvalidName",
+    "InvalidPriority",
     "JobBusy",
     "NotConnected",
     "OrgLimitExceeded",
@@ -78,6 +80,10 @@ class InvalidJob(WorkerError, InvalidInput):
 
 class InvalidDelivery(WorkerError, InvalidInput):
     """A delivery message that can never be delivered (bad shape): dead-lettered, not retried."""
+
+
+class InvalidPriority(WorkerError, InvalidInput):
+    """A job or schedule priority other than ``essential`` or ``normal``; nothing was written."""
 
 
 class CommandError(WorkerError):

@@ -22,14 +22,16 @@ key                                    type    what
 ``crmsync:{T}:lock:<OBJECT>``          string  one running job per tenant and object; expires
 ``crmsync:{T}:active``                 hash    object -> id of its pull that is queued, running or parked
 ``crmsync:{T}:seq``                    int     enqueue sequence: parked jobs keep their original order by it
-``crmsync:{T}:pause``                  hash    why the tenant is paused: reason, since, detail
-``crmsync:{T}:parked``                 zset    parked jobs (JSON), scored by enqueue sequence
+``crmsync:{T}:pause``                  hash    why the tenant is paused: reason, since, detail, scope
+``crmsync:{T}:parked``                 zset    parked normal jobs (JSON), scored by enqueue sequence
+``crmsync:{T}:parked:essential``       zset    parked essential jobs (JSON), scored by enqueue sequence
 ``crmsync:{T}:resuming``               string  lock held while a tenant's parked jobs are re-queued; expires
 ``crmsync:{T}:notified:<KIND>:<W>``    string  a notification of KIND was raised in window W; expires
 ``crmsync:paused``                     set     every paused tenant
 ``crmsync:notifications``              stream  recent notifications, all tenants, bounded
 ``crmsync:notify:config``              hash    notification channels (webhooks, SMTP); secrets as references
 ``crmsync:schedules``                  hash    "TENANT/OBJECT" -> pull interval in seconds
+``crmsync:schedule:priority``          hash    "TENANT/OBJECT" -> its pulls' priority (absent: normal)
 ``crmsync:schedule:due``               zset    "TENANT/OBJECT" scored by when its next pull is due
 ``crmsync:scheduler:lease``            string  the scheduler instance allowed to enqueue; expires
 ``crmsync:resumer:lease``              string  the worker process that checks paused tenants; expires
@@ -50,6 +52,7 @@ __all__ = [
     "SCHEDULER_LEASE",
     "SCHEDULES",
     "SCHEDULE_DUE",
+    "SCHEDULE_PRIORITY",
     "TENANTS",
     "active_pulls",
     "audit",
@@ -61,6 +64,7 @@ __all__ = [
     "notified",
     "org_usage",
     "parked",
+    "parked_essential",
     "pause",
     "pull_checkpoint",
     "push_records",
@@ -76,6 +80,7 @@ NOTIFICATIONS = f"{PREFIX}notifications"
 NOTIFY_CONFIG = f"{PREFIX}notify:config"
 SCHEDULES = f"{PREFIX}schedules"
 SCHEDULE_DUE = f"{PREFIX}schedule:due"
+SCHEDULE_PRIORITY = f"{PREFIX}schedule:priority"
 SCHEDULER_LEASE = f"{PREFIX}scheduler:lease"
 RESUMER_LEASE = f"{PREFIX}resumer:lease"
 
@@ -131,8 +136,13 @@ def pause(tenant: str) -> str:
 
 
 def parked(tenant: str) -> str:
-    """Sorted set of a paused tenant's parked jobs, in their original order."""
+    """Sorted set of a paused tenant's parked normal jobs, in their original order."""
     return f"{scope(tenant)}:parked"
+
+
+def parked_essential(tenant: str) -> str:
+    """Sorted set of a paused tenant's parked essential jobs, apart so the resumer finds them without a scan."""
+    return f"{scope(tenant)}:parked:essential"
 
 
 def notified(tenant: str, kind: str, window: str) -> str:

@@ -35,9 +35,10 @@ from worker.scheduling.scheduler import Scheduler
 from worker.scheduling.schedules import ScheduleStore
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
-# Only admins write these: the limit config and its audit, the tenant registry, connections, schedules and
-# notification channels. Every other key is workers' working state.
-ADMIN_ONLY = {"TENANTS", "CONNECTIONS", "NOTIFY_CONFIG", "SCHEDULES", "config", "connection", "audit"}
+# Only admins write these: the limit config and its audit, the tenant registry, connections, schedules and their
+# priorities, and notification channels. Every other key is workers' working state.
+ADMIN_ONLY = {"TENANTS", "CONNECTIONS", "NOTIFY_CONFIG", "SCHEDULES", "SCHEDULE_PRIORITY", "config", "connection",
+              "audit"}
 SAMPLE_ARGS = {"tenant": "acme", "sobject": "Lead", "job_id": "0123abcd", "kind": "quota_warning",
                "window": "1795996800"}
 BROKER_KEYS = [f"{NAMESPACE}:crmsync", f"{NAMESPACE}:crmsync.msgs", f"{NAMESPACE}:crmsync.XQ",

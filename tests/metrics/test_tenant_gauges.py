@@ -62,6 +62,34 @@ def test_values_match_redis_state(redis_client: redis.Redis, clock: FakeClock, s
     assert value(text, "crmsync_tenant_scrape_errors") == 0
 
 
+def test_window_mode_reserve_and_when_rolling_credits_come_back(redis_client: redis.Redis, clock: FakeClock,
+                                                                serve_registry: Serve) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    bucket.set_limit("acme", 100_000, actor="test", reserve=2_500)
+    bucket.set_limit("globex", 100_000, actor="test", window="rolling", reserve=1_000)
+    bucket.take("globex", 400)
+    clock.advance(3 * 3600)
+    bucket.take("globex", 600)
+    store = PauseStore(redis_client, clock=clock)
+    _park(store, "globex", 2)
+    store.park("globex", ParkedJob("crmsync_push", {"tenant": "globex", "sobject": "Lead", "job_id": "e1", "seq": 9,
+                                                    "priority": "essential"}), "quota_exhausted", "no credits left")
+
+    text = http_scrape(serve_registry(build_registry(redis_client, None, clock=clock)))
+
+    assert value(text, "crmsync_quota_reserve", tenant="acme") == 2_500
+    assert value(text, "crmsync_quota_reserve", tenant="globex") == 1_000
+    assert samples(text, "crmsync_quota_window_info") == [
+        ({"tenant": "acme", "window": "daily"}, 1.0),
+        ({"tenant": "globex", "window": "rolling"}, 1.0),
+    ]
+    # Rolling: when the oldest credits of the last 24 hours come back, as the bucket itself says.
+    assert value(text, "crmsync_quota_reset_timestamp_seconds", tenant="globex") == (
+        bucket.status("globex").resets_at.timestamp())
+    assert value(text, "crmsync_quota_remaining", tenant="globex") == 99_000
+    assert value(text, "crmsync_parked_jobs", tenant="globex") == 3  # essential ones included
+
+
 def test_scrape_follows_changes_in_redis(redis_client: redis.Redis, clock: FakeClock, serve_registry: Serve) -> None:
     bucket = CreditBucket(redis_client, clock=clock)
     bucket.set_limit("acme", 100_000, actor="test")
@@ -92,6 +120,8 @@ def test_unset_and_invalid_limits_have_no_limit_or_reset(redis_client: redis.Red
     for tenant in ("fresh", "broken", "noconfig"):
         assert value(text, "crmsync_quota_limit", tenant=tenant) is None
         assert value(text, "crmsync_quota_reset_timestamp_seconds", tenant=tenant) is None
+        assert value(text, "crmsync_quota_reserve", tenant=tenant) is None
+        assert value(text, "crmsync_quota_window_info", tenant=tenant, window="daily") is None
         assert value(text, "crmsync_quota_remaining", tenant=tenant) == 0
         assert value(text, "crmsync_quota_used", tenant=tenant) == 0
     # A paused tenant with no quota config is still reported (it is in the paused index).
@@ -112,6 +142,7 @@ def test_garbage_in_redis_never_breaks_a_scrape(redis_client: redis.Redis, redis
     redis_client.set(keys.config("wrongtypes"), "not a hash")  # the metering script fails on it
     redis_client.rpush(keys.pause("wrongtypes"), "not a hash")
     redis_client.set(keys.parked("wrongtypes"), "not a zset")
+    redis_client.set(keys.parked_essential("oddvalues"), "not a zset")
     redis_client.set(keys.org_usage("wrongtypes"), "not a hash")
     redis_client.hset(keys.config("oddvalues"), mapping={"limit": "100000", "reset_at": "25:99"})
     redis_client.hset(keys.pause("oddvalues"), mapping={"reason": "made up by hand", "since": "yesterday"})
@@ -126,8 +157,9 @@ def test_garbage_in_redis_never_breaks_a_scrape(redis_client: redis.Redis, redis
     assert value(text, "crmsync_tenant_paused", tenant="oddvalues", reason="other") == 1
     assert value(text, "crmsync_quota_limit", tenant="oddvalues") is None  # invalid reset time: config invalid
     assert value(text, "crmsync_org_api_usage", tenant="oddvalues") is None
+    assert value(text, "crmsync_parked_jobs", tenant="oddvalues") is None
     assert value(text, "crmsync_quota_used", tenant="wrongtypes") is None
-    assert value(text, "crmsync_tenant_scrape_errors") == 2  # wrongtypes (every read), oddvalues (org usage)
+    assert value(text, "crmsync_tenant_scrape_errors") == 2  # wrongtypes (every read), oddvalues (org usage, parked)
     assert value(text, "crmsync_tenants") == 3
 
 

@@ -177,3 +177,47 @@ def test_redis_down_is_a_one_line_failure(monkeypatch: pytest.MonkeyPatch, capsy
     code, out, err = run(["schedule", "list"], capsys)
     assert (code, out) == (1, "")
     assert err.startswith("crmsync: error: schedules unavailable: ConnectionError")
+
+
+@pytest.mark.parametrize("priority", ["urgent", "Essential", "", "low"])
+def test_set_refuses_a_bad_priority_and_writes_nothing(
+    priority: str, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["schedule", "set", "acme", "Lead", "--every", "15m", "--priority", priority], capsys)
+    assert (code, out) == (2, "")
+    assert err == f"crmsync: error: invalid priority {priority!r}: use one of essential, normal\n"
+    assert redis_client.keys("*") == []
+
+
+def test_priority_is_stored_kept_listed_and_removed(redis_client: redis.Redis,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["schedule", "set", "acme", "Lead", "--every", "15m", "--priority", "essential"], capsys)
+    assert code == 0
+    assert out.startswith("acme/Lead: pull every 15m (essential), next due ")
+    run(["schedule", "set", "acme", "Contact", "--every", "1h"], capsys)
+    # Changing the interval alone keeps the priority.
+    assert "(essential)" in run(["schedule", "set", "acme", "Lead", "--every", "5m"], capsys)[1]
+    assert redis_client.hgetall(keys.SCHEDULE_PRIORITY) == {"acme/Lead": "essential"}
+    PauseStore(redis_client).pause("acme", "quota_exhausted", "only the reserve is left")
+    PauseStore(redis_client).narrow("acme", "quota_exhausted")
+
+    rows = {r["object"]: r for r in json.loads(run(["schedule", "list", "--json"], capsys)[1])}
+    assert (rows["Lead"]["priority"], rows["Lead"]["paused"]) == ("essential", False)  # it goes on with the reserve
+    assert (rows["Contact"]["priority"], rows["Contact"]["paused"]) == ("normal", True)
+    lines = {line.split()[1]: line for line in run(["schedule", "list"], capsys)[1].splitlines()[1:]}
+    assert " essential " in lines["Lead"]
+    assert " normal " in lines["Contact"]
+
+    run(["schedule", "set", "acme", "Lead", "--every", "5m", "--priority", "normal"], capsys)
+    assert redis_client.hget(keys.SCHEDULE_PRIORITY, "acme/Lead") == "normal"
+    run(["schedule", "remove", "acme", "Lead"], capsys)
+    assert redis_client.hgetall(keys.SCHEDULE_PRIORITY) == {}
+
+
+def test_a_priority_written_by_hand_makes_its_entry_invalid(redis_client: redis.Redis,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run(["schedule", "set", "acme", "Lead", "--every", "15m"], capsys)
+    redis_client.hset(keys.SCHEDULE_PRIORITY, "acme/Lead", "urgent")
+    [row] = json.loads(run(["schedule", "list", "--json"], capsys)[1])
+    assert row["error"] == "invalid priority 'urgent': use one of essential, normal"
+    assert row["interval_s"] is None

@@ -121,6 +121,42 @@ def test_a_paused_tenant_gets_no_job_and_stays_due(redis_client: redis.Redis, cl
     assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == clock.now + 60
 
 
+def test_an_essential_schedule_goes_on_while_only_normal_jobs_are_paused(redis_client: redis.Redis,
+                                                                         clock: FakeClock) -> None:
+    store = ScheduleStore(redis_client, clock)
+    store.set("acme", "Lead", 60, "essential")
+    store.set("acme", "Contact", 60)
+    pauses = PauseStore(redis_client, clock)
+    pauses.pause("acme", "quota_exhausted", "only the reserve is left")
+    pauses.narrow("acme", "quota_exhausted")
+    sched = scheduler(redis_client, clock)
+
+    report = sched.tick()
+    assert report.paused == ["acme/Contact"]
+    [message] = queued_messages(redis_client)
+    assert message["kwargs"]["job_id"] == report.enqueued["acme/Lead"]
+    assert message["kwargs"]["priority"] == "essential"
+
+    # A normal pull of the same object under way does not count as the essential schedule's pull.
+    finish_all_jobs(redis_client)
+    pauses.unpause("acme")
+    store.set("acme", "Lead", 60, "normal")
+    clock.advance(60)
+    normal = sched.tick().enqueued["acme/Lead"]
+    store.set("acme", "Lead", 60, "essential")
+    clock.advance(60)
+    report = sched.tick()
+    assert report.enqueued["acme/Lead"] != normal
+    assert "acme/Lead" not in report.active
+
+    # Every job waits: the essential schedule is skipped and stays due.
+    pauses.pause("acme", "quota_exhausted", "no credits left")
+    clock.advance(60)
+    due = redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead")
+    assert sorted(sched.tick().paused) == ["acme/Contact", "acme/Lead"]
+    assert redis_client.zscore(keys.SCHEDULE_DUE, "acme/Lead") == due
+
+
 def test_garbage_entries_are_skipped_and_logged_not_fatal(redis_client: redis.Redis, clock: FakeClock) -> None:
     ScheduleStore(redis_client, clock).set("acme", "Lead", 60)
     garbage = {"Bad Tenant/Lead": "60", "acme/Lead; DROP": "60", "noslash": "60", "acme/Contact": "abc",

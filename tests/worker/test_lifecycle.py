@@ -71,6 +71,17 @@ def test_rows_say_state_count_pause_and_what_is_raised() -> None:
     assert lifecycle.RETRYING.describe(TimeoutError("slow")) == "TimeoutError: slow"
 
 
+def test_only_running_into_the_reserve_pauses_normal_jobs_alone() -> None:
+    resets = datetime(2026, 11, 30, tzinfo=UTC)
+    reserve_only = QuotaExhausted("acme", remaining=500, limit=100_000, resets_at=resets, reserve=500)
+    empty = QuotaExhausted("acme", remaining=0, limit=100_000, resets_at=resets, reserve=500)
+    assert lifecycle.OUT_OF_CREDITS.pause_scope(reserve_only) == "normal"
+    assert lifecycle.OUT_OF_CREDITS.pause_scope(empty) == "all"
+    assert lifecycle.TENANT_PAUSED.pause_scope(None) == "normal"  # finding a pause never widens it
+    assert lifecycle.ORG_LIMIT.pause_scope(OrgLimitExceeded("acme", "95% used")) == "all"
+    assert lifecycle.AUTH_FAILED.pause_scope(AuthFailed("acme", "refused", error="invalid_grant")) == "all"
+
+
 def test_redis_down_is_found_in_the_cause_chain() -> None:
     wrapped = RuntimeError("take failed")
     wrapped.__cause__ = redis.TimeoutError("timed out")
@@ -92,10 +103,10 @@ def stub_worker(redis_client: redis.Redis) -> Iterator[StubBroker]:
     worker.stop()
 
 
-def _run_pull(broker: StubBroker, client: redis.Redis, tenant: str) -> str:
+def _run_pull(broker: StubBroker, client: redis.Redis, tenant: str, **priority: str) -> str:
     job_id = uuid.uuid4().hex
     JobStore(client).create(tenant, job_id, "pull", "Lead")
-    broker.get_actor(PULL_ACTOR).send(tenant=tenant, sobject="Lead", job_id=job_id, seq=1)
+    broker.get_actor(PULL_ACTOR).send(tenant=tenant, sobject="Lead", job_id=job_id, seq=1, **priority)
     broker.join(QUEUE)
     return job_id
 
@@ -135,3 +146,22 @@ def test_a_job_of_a_paused_tenant_parks_and_counts_once(stub_worker: StubBroker,
     assert pause.reason == "org_limit"  # the first pause's reason is kept
     assert _jobs_total("pull", "parked") == before + 1
     assert recent(redis_client, "acme") == []
+
+
+def test_an_essential_job_goes_on_while_only_normal_jobs_are_paused(stub_worker: StubBroker,
+                                                                   redis_client: redis.Redis) -> None:
+    CreditBucket(redis_client).set_limit("acme", 100_000, actor="t")  # a limit, but no Salesforce connection
+    pauses = PauseStore(redis_client)
+    pauses.pause("acme", "quota_exhausted", "only the reserve is left")
+    assert pauses.narrow("acme", "quota_exhausted")
+    normal = JobStore(redis_client).get("acme", _run_pull(stub_worker, redis_client, "acme"))
+    essential = JobStore(redis_client).get("acme", _run_pull(stub_worker, redis_client, "acme",
+                                                             priority="essential"))
+    assert normal is not None
+    assert essential is not None
+    assert (normal.state, normal.error) == ("parked", "tenant paused")
+    assert essential.state == "stopped"  # it ran: it found no connection, where a parked job finds nothing
+    assert (pauses.parked_count("acme"), pauses.essential_count("acme")) == (1, 0)
+    pause = pauses.get("acme")
+    assert pause is not None
+    assert pause.scope == "normal"  # the normal job found the pause and did not widen it

@@ -33,10 +33,12 @@ class Notified(list[tuple[str, str, str]]):
         self.append((kind, tenant, message))
 
 
-def park(pauses: PauseStore, tenant: str, seqs: list[int], reason: str = "quota_exhausted") -> None:
+def park(pauses: PauseStore, tenant: str, seqs: list[int], reason: str = "quota_exhausted", *,
+         essential: bool = False, scope: str = "all") -> None:
     for seq in seqs:
-        job = ParkedJob("crmsync_pull", {"tenant": tenant, "sobject": "Lead", "job_id": f"j{seq}", "seq": seq})
-        pauses.park(tenant, job, reason, "credits used up")  # type: ignore[arg-type]
+        kwargs = {"tenant": tenant, "sobject": "Lead", "job_id": f"j{seq}", "seq": seq}
+        job = ParkedJob("crmsync_pull", kwargs | ({"priority": "essential"} if essential else {}))
+        pauses.park(tenant, job, reason, "credits used up", scope)  # type: ignore[arg-type]
 
 
 def make(client: redis.Redis, clock: FakeClock, probe=None, **settings: float) -> tuple[Resumer, Sent]:
@@ -96,7 +98,8 @@ def test_org_pause_probes_at_a_bounded_rate_and_resumes_below_the_share(
     shares = [0.95, 0.80, 0.50]
     probes: list[float] = []
 
-    def probe(tenant: str) -> float:
+    def probe(tenant: str, essential: bool) -> float:
+        assert not essential  # normal jobs have credits: the probe pays with one of theirs
         probes.append(clock.now)
         return shares.pop(0)
 
@@ -149,3 +152,120 @@ def test_resumer_lease_lets_one_process_work(redis_client: redis.Redis, clock: F
     run_three_ticks()
     assert [job for job, _ in sent.jobs] == ["j1", "j2", "j3"]
     assert redis_client.get(keys.RESUMER_LEASE) is None  # released on stop
+
+
+def scope_of(pauses: PauseStore, tenant: str) -> str | None:
+    state = pauses.get(tenant)
+    return None if state is None else state.scope
+
+
+def test_only_the_reserve_left_sends_essential_jobs_back_and_keeps_normal_ones_waiting(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    bucket.set_limit("acme", 100_000, actor="t", reserve=1_000)
+    assert bucket.take("acme", 100_000, essential=True).granted  # the reserve is spent too
+    pauses = PauseStore(redis_client, clock=clock)
+    park(pauses, "acme", [1, 3], scope="normal")  # normal jobs that ran into the reserve
+    park(pauses, "acme", [2], essential=True)  # an essential job that found nothing left: all jobs wait
+    resumer, sent = make(redis_client, clock)
+    assert resumer.tick() == []
+    assert sent.jobs == []
+
+    bucket.set_limit("acme", 100_500, actor="admin")  # 500 credits, all of them the reserve's
+    assert resumer.tick() == []  # not resumed: normal jobs keep waiting
+    assert sent.jobs == [("j2", 0)]
+    assert scope_of(pauses, "acme") == "normal"
+    assert (pauses.parked_count("acme"), pauses.essential_count("acme")) == (2, 0)
+    for _ in range(3):
+        assert resumer.tick() == []
+    assert sent.jobs == [("j2", 0)]  # nothing sent again while nothing changes
+
+    # The essential job spends the reserve and runs dry: it parks again, and all jobs wait again.
+    assert bucket.take("acme", 500, essential=True).granted
+    park(pauses, "acme", [2], essential=True)
+    assert scope_of(pauses, "acme") == "all"
+    for _ in range(3):
+        assert resumer.tick() == []
+    assert sent.jobs == [("j2", 0)]  # no credit left for it: not sent back only to park again
+
+    bucket.set_limit("acme", 200_000, actor="admin")
+    assert resumer.tick() == ["acme"]
+    assert sent.jobs == [("j2", 0), ("j1", 0), ("j2", 100), ("j3", 200)]
+    assert pauses.get("acme") is None
+    assert [kind for kind, _, _ in resumer.notifier] == ["quota_restored"]  # type: ignore[attr-defined]
+
+
+def test_a_pause_of_all_jobs_narrows_once_only_the_reserve_is_left(redis_client: redis.Redis,
+                                                                    clock: FakeClock) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    bucket.set_limit("acme", 100_000, actor="t", reserve=1_000)
+    assert bucket.take("acme", 99_500, essential=True).granted
+    pauses = PauseStore(redis_client, clock=clock)
+    park(pauses, "acme", [1])  # parked for another reason's pause, gone by now: the scope is all
+    resumer, sent = make(redis_client, clock)
+    assert resumer.tick() == []
+    # Essential jobs queued from now on run at once instead of parking and waiting for a tick.
+    assert scope_of(pauses, "acme") == "normal"
+    assert sent.jobs == []
+    assert pauses.parked_count("acme") == 1
+
+
+def test_a_rolling_tenant_resumes_when_its_oldest_credits_come_back(redis_client: redis.Redis,
+                                                                    clock: FakeClock) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    bucket.set_limit("acme", 100_000, actor="t", window="rolling")
+    assert bucket.take("acme", 60_000).granted  # T0 starts an hour
+    clock.advance(2 * 3600)
+    assert bucket.take("acme", 40_000).granted
+    park(PauseStore(redis_client, clock=clock), "acme", [1, 2])
+    resumer, sent = make(redis_client, clock)
+    clock.now = T0 + 25 * 3600 - 1  # a day after the first take: its credits are not back yet
+    assert resumer.tick() == []
+    clock.now = T0 + 25 * 3600  # nobody raised the limit: the first hour's credits are back
+    assert resumer.tick() == ["acme"]
+    assert [job for job, _ in sent.jobs] == ["j1", "j2"]
+
+
+def test_a_rolling_tenant_gets_back_its_reserve_before_its_normal_credits(redis_client: redis.Redis,
+                                                                          clock: FakeClock) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    bucket.set_limit("acme", 100_000, actor="t", window="rolling", reserve=50_000)
+    assert bucket.take("acme", 100, essential=True).granted
+    clock.advance(3600)
+    assert bucket.take("acme", 99_900, essential=True).granted
+    pauses = PauseStore(redis_client, clock=clock)
+    park(pauses, "acme", [1])
+    park(pauses, "acme", [2], essential=True)
+    resumer, sent = make(redis_client, clock)
+    clock.now = T0 + 25 * 3600  # 100 credits back: less than the reserve, so only essential jobs may go on
+    assert resumer.tick() == []
+    assert sent.jobs == [("j2", 0)]
+    clock.now = T0 + 26 * 3600
+    assert resumer.tick() == ["acme"]
+    assert sent.jobs == [("j2", 0), ("j1", 0)]
+
+
+def test_an_org_pause_probes_from_the_reserve_only_for_waiting_essential_jobs(
+    redis_client: redis.Redis, clock: FakeClock
+) -> None:
+    bucket = CreditBucket(redis_client, clock=clock)
+    bucket.set_limit("acme", 100_000, actor="t", reserve=1_000)
+    assert bucket.take("acme", 99_000).granted  # only the reserve is left
+    pauses = PauseStore(redis_client, clock=clock)
+    park(pauses, "acme", [1], reason="org_limit")
+    probes: list[bool] = []
+
+    def probe(tenant: str, essential: bool) -> float:
+        probes.append(essential)
+        return 0.5
+
+    resumer, sent = make(redis_client, clock, probe=probe, probe_interval_seconds=60)
+    clock.advance(60)
+    assert resumer.tick() == []
+    assert probes == []  # only a normal job waits, and it could not run anyway
+    park(pauses, "acme", [2], reason="org_limit", essential=True)
+    clock.advance(60)
+    assert resumer.tick() == ["acme"]
+    assert probes == [True]
+    assert [job for job, _ in sent.jobs] == ["j1", "j2"]

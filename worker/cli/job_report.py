@@ -1,4 +1,5 @@
-"""What ``crmsync sync`` and ``crmsync push`` share: ``--wait`` and its options, and the job's outcome."""
+"""What ``crmsync sync`` and ``crmsync push`` share: ``--priority``, ``--wait`` and its options, and the job's
+outcome."""
 
 from __future__ import annotations
 
@@ -11,9 +12,16 @@ import redis
 from worker.enqueue import wait_for
 from worker.jobs.state import JobRecord
 
-__all__ = ["EXIT_PARKED", "add_wait_options", "report"]
+__all__ = ["EXIT_PARKED", "add_priority_option", "add_wait_options", "report"]
 
 EXIT_PARKED = 3
+
+
+def add_priority_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--priority`` (checked where the job is queued, so a bad value is refused before anything is written)."""
+    parser.add_argument("--priority", default="normal", metavar="essential|normal",
+                        help="essential jobs may spend the tenant's reserve; normal jobs stop before it "
+                             "(default normal)")
 
 
 def add_wait_options(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +48,7 @@ def report(client: redis.Redis, tenant: str, job_id: str, args: argparse.Namespa
 
 
 def _summary(record: JobRecord) -> str:
-    text = (f"job {record.job_id}: {record.state} - {record.kind} {record.tenant}/{record.sobject}, "
+    text = (f"job {record.job_id}: {record.state} - {record.priority} {record.kind} {record.tenant}/{record.sobject}, "
             f"{record.records:,} records, {record.credits:,} credits")
     if record.failed_records:
         text += f", {record.failed_records:,} records refused (see --json for each error)"

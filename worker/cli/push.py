@@ -9,7 +9,7 @@ from typing import Any
 
 from quota.errors import InvalidInput
 from worker.cli import Subcommands, add_command
-from worker.cli.job_report import add_wait_options, report
+from worker.cli.job_report import add_priority_option, add_wait_options, report
 from worker.cli.support import redis_client
 from worker.enqueue import enqueue_push
 
@@ -38,7 +38,7 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
 def _cmd_push(args: argparse.Namespace) -> int:
     client = redis_client()
     records = _read_jsonl(args.file)
-    job_id = enqueue_push(client, args.tenant, args.object, records, args.external_id)
+    job_id = enqueue_push(client, args.tenant, args.object, records, args.external_id, priority=args.priority)
     return report(client, args.tenant, job_id, args)
 
 
@@ -49,5 +49,6 @@ def register(commands: Subcommands) -> None:
     push.add_argument("object", help="sObject API name, e.g. Lead")
     push.add_argument("--file", required=True, help="JSON Lines file, one record (JSON object) a line")
     push.add_argument("--external-id", required=True, help="external id field to upsert by, e.g. External_Id__c")
+    add_priority_option(push)
     add_wait_options(push)
     push.set_defaults(handler=_cmd_push)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from worker.cli import Subcommands, add_command
-from worker.cli.job_report import add_wait_options, report
+from worker.cli.job_report import add_priority_option, add_wait_options, report
 from worker.cli.support import redis_client
 from worker.enqueue import enqueue_pull
 
@@ -15,7 +15,8 @@ __all__ = ["register"]
 def _cmd_sync(args: argparse.Namespace) -> int:
     client = redis_client()
     fields = [f for f in args.fields.split(",") if f] if args.fields else []
-    return report(client, args.tenant, enqueue_pull(client, args.tenant, args.object, fields), args)
+    job_id = enqueue_pull(client, args.tenant, args.object, fields, priority=args.priority)
+    return report(client, args.tenant, job_id, args)
 
 
 def register(commands: Subcommands) -> None:
@@ -24,5 +25,6 @@ def register(commands: Subcommands) -> None:
     sync.add_argument("tenant")
     sync.add_argument("object", help="sObject API name, e.g. Lead")
     sync.add_argument("--fields", help="comma-separated fields to pull (Id and SystemModstamp are always pulled)")
+    add_priority_option(sync)
     add_wait_options(sync)
     sync.set_defaults(handler=_cmd_sync)

@@ -29,6 +29,7 @@ from worker.errors import InvalidJob, JobBusy
 from worker.jobs import lifecycle
 from worker.jobs.lifecycle import Ending, Job, Outcome
 from worker.jobs.parking import ParkedJob
+from worker.jobs.priority import DEFAULT_PRIORITY, Priority, priority_of
 from worker.jobs.pull import run_pull
 from worker.jobs.push import run_push
 from worker.jobs.runtime import Runtime, get_runtime
@@ -53,7 +54,7 @@ DEFAULT_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-_OPTIONAL = ("fields", "seq")
+_OPTIONAL = ("fields", "seq", "priority")
 
 
 def _fields(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
@@ -72,6 +73,7 @@ def _fields(kwargs: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     try:
         validate_tenant(kwargs["tenant"])
         check_name(kwargs["sobject"], "object")
+        priority_of(kwargs)
     except InvalidInput as exc:
         raise InvalidJob(str(exc)) from exc
     return kwargs
@@ -85,6 +87,7 @@ class PullJob:
     sobject: str
     job_id: str
     fields: tuple[str, ...] = ()
+    priority: Priority = DEFAULT_PRIORITY
 
     @classmethod
     def parse(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PullJob:
@@ -99,7 +102,7 @@ class PullJob:
             checked = tuple(check_name(f, "field") for f in fields)
         except InvalidInput as exc:
             raise InvalidJob(str(exc)) from exc
-        return cls(data["tenant"], data["sobject"], data["job_id"], checked)
+        return cls(data["tenant"], data["sobject"], data["job_id"], checked, priority_of(data))
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ class PushJob:
     sobject: str
     external_id: str
     job_id: str
+    priority: Priority = DEFAULT_PRIORITY
 
     @classmethod
     def parse(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> PushJob:
@@ -121,7 +125,7 @@ class PushJob:
             check_name(data["external_id"], "external id field")
         except InvalidInput as exc:
             raise InvalidJob(str(exc)) from exc
-        return cls(data["tenant"], data["sobject"], data["external_id"], data["job_id"])
+        return cls(data["tenant"], data["sobject"], data["external_id"], data["job_id"], priority_of(data))
 
 
 @contextmanager
@@ -191,7 +195,8 @@ def _run(job: Job, body: JobBody) -> None:
         result: object = None
         error: Exception | None = None
         try:
-            if runtime.pauses.get(job.tenant) is not None:
+            pause = runtime.pauses.get(job.tenant)
+            if pause is not None and pause.holds(job.priority):
                 outcome = lifecycle.TENANT_PAUSED  # the first pause's reason is kept
             else:
                 result = _attempt(runtime, job, body)
@@ -210,7 +215,7 @@ def _attempt(runtime: Runtime, job: Job, body: JobBody) -> object:
     runtime.jobs.set_state(job.tenant, job.job_id, "running")
     slice_ends = time.monotonic() + runtime.settings.job_slice_seconds
     with _object_lock(runtime, job.tenant, job.sobject):
-        sf, connection = runtime.salesforce(job.tenant, job.sobject)
+        sf, connection = runtime.salesforce(job.tenant, job.sobject, essential=job.priority == "essential")
         try:
             return body(runtime, sf, connection, lambda: time.monotonic() >= slice_ends)
         finally:
@@ -223,7 +228,8 @@ def _end(runtime: Runtime, job: Job, outcome: Outcome, error: Exception | None,
     """Do what ``outcome`` says to the job (see ``worker.jobs.lifecycle``), raising as it says."""
     note = outcome.describe(error)
     if outcome.pause is not None:
-        runtime.pauses.park(job.tenant, ParkedJob(job.actor, job.kwargs), outcome.pause, note)
+        runtime.pauses.park(job.tenant, ParkedJob(job.actor, job.kwargs), outcome.pause, note,
+                            outcome.pause_scope(error))
     runtime.jobs.set_state(job.tenant, job.job_id, outcome.state, note)
     if outcome.send_again:
         send_job(job.actor, job.kwargs, delay_ms=outcome.delay_ms)
@@ -248,7 +254,7 @@ def pull(*args: Any, **kwargs: Any) -> None:
     """Pull one object for one tenant, from its checkpoint."""
     job = PullJob.parse(args, kwargs)
     _execute(
-        Job(PULL_ACTOR, "pull", job.tenant, job.sobject, job.job_id, kwargs),
+        Job(PULL_ACTOR, "pull", job.tenant, job.sobject, job.job_id, kwargs, job.priority),
         lambda rt, sf, conn, slice_over: run_pull(
             sf, client=rt.redis, sink=rt.sink, jobs=rt.jobs, job_id=job.job_id,
             connection_id=conn.connection_id, sobject=job.sobject, fields=job.fields, slice_over=slice_over,
@@ -260,7 +266,7 @@ def push(*args: Any, **kwargs: Any) -> None:
     """Upsert a push job's stored records, from its saved position."""
     job = PushJob.parse(args, kwargs)
     _execute(
-        Job(PUSH_ACTOR, "push", job.tenant, job.sobject, job.job_id, kwargs),
+        Job(PUSH_ACTOR, "push", job.tenant, job.sobject, job.job_id, kwargs, job.priority),
         lambda rt, sf, conn, slice_over: run_push(
             sf, client=rt.redis, jobs=rt.jobs, job_id=job.job_id, sobject=job.sobject, external_id=job.external_id,
             slice_over=slice_over, bulk=rt.bulk_options(job.tenant)),

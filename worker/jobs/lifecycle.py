@@ -9,7 +9,8 @@ the run                    state     counted as      notification; what else hap
 =========================  ========  ==============  ======================================================
 finished                   done      done
 tenant already paused      parked    parked          (none: the tenant's first pause raised it)
-``QuotaExhausted``         parked    parked          quota_exhausted, or config_invalid without a valid limit
+``QuotaExhausted``         parked    parked          quota_exhausted (saying when only the reserve is left), or
+                                                     config_invalid without a valid limit
 ``OrgLimitExceeded``       parked    parked          org_limit_exceeded
 ``AuthFailed``             parked    parked          auth_failed
 ``NotConnected``           stopped   stopped         config_invalid
@@ -22,6 +23,9 @@ any other error            retrying                  raised again: Dramatiq retr
 
 "counted as" is the ``outcome`` label of ``crmsync_jobs_total`` (``worker.metrics.jobs``); a parked job is
 also added to its tenant's parked jobs, pausing the tenant for the row's reason unless it is paused already.
+A pause holds every job, except when a normal job was refused because only the reserve is left
+(``QuotaExhausted.reserve_only``): that pause holds normal jobs only and essential jobs go on with the reserve,
+until an essential job is stopped too, which widens it to every job (``Outcome.pause_scope``).
 Whatever a run raises, when Redis is unreachable (``redis_down``) the worker thread waits for Redis before
 raising: Dramatiq needs it to queue the retry.
 """
@@ -36,7 +40,8 @@ import redis
 
 from quota.errors import InvalidInput, QuotaExhausted
 from worker.errors import AuthFailed, JobBusy, NotConnected, OrgLimitExceeded, SliceEnded
-from worker.jobs.parking import PauseReason
+from worker.jobs.parking import PauseReason, PauseScope
+from worker.jobs.priority import DEFAULT_PRIORITY, Priority
 from worker.jobs.runtime import Runtime
 from worker.jobs.state import JobState
 from worker.notifications.notifier import (
@@ -77,7 +82,7 @@ Counted = Literal["done", "parked", "stopped", "failed"]
 
 @dataclass(frozen=True)
 class Job:
-    """A checked job message: the actor it was sent to, its kind (pull or push), and its arguments."""
+    """A checked job message: the actor it was sent to, its kind (pull or push), its arguments and priority."""
 
     actor: str
     kind: str
@@ -85,6 +90,7 @@ class Job:
     sobject: str
     job_id: str
     kwargs: dict[str, Any]
+    priority: Priority = DEFAULT_PRIORITY
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class Outcome:
     note: str = ""
     counted: Counted | None = None  # None: the job is not over (it is sent again or retried)
     pause: PauseReason | None = None  # park the job, pausing its tenant for this reason
+    scope: PauseScope = "all"  # which jobs that pause holds (see pause_scope)
     notice: Callable[[Ending], Notice] | None = None  # only rows of runs that raised have one
     send_again: bool = False
     delay_ms: int | None = None  # before it is sent again; None: at once
@@ -115,13 +122,22 @@ class Outcome:
         """The job record's note for this outcome of a run that ended on ``error``."""
         return self.note.format(error=error, error_type=type(error).__name__)
 
+    def pause_scope(self, error: Exception | None) -> PauseScope:
+        """Which jobs the pause holds: only normal ones when the run was refused because only the reserve is
+        left (essential jobs go on with it), else the row's ``scope``."""
+        if isinstance(error, QuotaExhausted) and error.reserve_only:
+            return "normal"
+        return self.scope
+
 
 def _out_of_credits(end: Ending) -> Notice:
     tenant = end.job.tenant
     status = end.runtime.bucket.status(tenant)
-    resets_at = end.error.resets_at if isinstance(end.error, QuotaExhausted) else None
+    error = end.error if isinstance(end.error, QuotaExhausted) else None
     # No reset time means no valid limit: credits will not come back by themselves.
-    return quota_exhausted(tenant, status, resets_at) if resets_at else no_valid_limit(tenant, status)
+    if error is None or error.resets_at is None:
+        return no_valid_limit(tenant, status)
+    return quota_exhausted(tenant, status, error.resets_at, reserve_only=error.reserve_only)
 
 
 def _paused(kind: str) -> Callable[[Ending], Notice]:
@@ -146,7 +162,8 @@ def _failed_after_retries(end: Ending) -> Notice:
 
 
 DONE = Outcome("done", counted="done")
-TENANT_PAUSED = Outcome("parked", "tenant paused", counted="parked", pause="quota_exhausted")
+# Finding the tenant paused says nothing about essential jobs, so it never widens a pause of normal jobs.
+TENANT_PAUSED = Outcome("parked", "tenant paused", counted="parked", pause="quota_exhausted", scope="normal")
 OUT_OF_CREDITS = Outcome("parked", "{error}", counted="parked", pause="quota_exhausted", notice=_out_of_credits)
 ORG_LIMIT = Outcome("parked", "{error}", counted="parked", pause="org_limit", notice=_paused("org_limit_exceeded"))
 AUTH_FAILED = Outcome("parked", "{error}", counted="parked", pause="auth_failed", notice=_paused("auth_failed"))

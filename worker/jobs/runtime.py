@@ -85,12 +85,13 @@ class Runtime:
         """Job states and outcomes."""
         return JobStore(self.redis)
 
-    def probe_org(self, tenant: str) -> float | None:
+    def probe_org(self, tenant: str, *, essential: bool = False) -> float | None:
         """A metered ``/limits`` call: the org's API usage as a share of its daily max (None if unknown).
 
-        It bypasses the org guard (that is the point of probing) but still pays its credit.
+        It bypasses the org guard (that is the point of probing) but still pays its credit, from the reserve
+        when ``essential``.
         """
-        sf, _ = self.salesforce(tenant, "limits")
+        sf, _ = self.salesforce(tenant, "limits", essential=essential)
         sf.session.org_pause_share = None
         limits: Any = sf.call(lambda s: s.restful("limits/"), what="limits")
         daily = limits.get("DailyApiRequests", {}) if isinstance(limits, dict) else {}
@@ -108,13 +109,15 @@ class Runtime:
                 tokens = self._tokens[key] = CachedTokens(TokenClient(connection))
             return tokens
 
-    def salesforce(self, tenant: str, sobject: str = "") -> tuple[TenantSalesforce, Connection]:
+    def salesforce(self, tenant: str, sobject: str = "", *,
+                   essential: bool = False) -> tuple[TenantSalesforce, Connection]:
         """A metered Salesforce client for ``tenant`` with a fresh session (so a job's charges are its own);
-        ``sobject`` labels its requests in metrics."""
+        ``sobject`` labels its requests in metrics; an ``essential`` session may spend the tenant's reserve."""
         connection = self.connections.get(tenant)
         tokens = self.tokens(connection)
         session = self.session_factory(self, tenant, sobject)
         session.verify = connection.ca_bundle or True
+        session.essential = essential
         return TenantSalesforce(tenant, session=session, tokens=tokens, policy=self.policy), connection
 
     def bulk_options(self, tenant: str) -> BulkOptions:

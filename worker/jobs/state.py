@@ -35,6 +35,7 @@ class JobRecord:
     errors: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     updated_at: float = 0.0
+    priority: str = "normal"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values."""
@@ -42,7 +43,7 @@ class JobRecord:
             "job_id": self.job_id, "tenant": self.tenant, "kind": self.kind, "object": self.sobject,
             "state": self.state, "credits": self.credits, "records": self.records,
             "failed_records": self.failed_records, "errors": self.errors, "error": self.error,
-            "updated_at": self.updated_at,
+            "updated_at": self.updated_at, "priority": self.priority,
         }
 
 
@@ -62,9 +63,10 @@ class JobStore:
         pipe.expire(key, JOB_TTL_S)
         pipe.execute()
 
-    def create(self, tenant: str, job_id: str, kind: str, sobject: str) -> None:
+    def create(self, tenant: str, job_id: str, kind: str, sobject: str, priority: str = "normal") -> None:
         """Record a newly queued job."""
-        self._write(tenant, job_id, {"kind": kind, "object": sobject, "state": "queued", "credits": 0, "records": 0})
+        self._write(tenant, job_id, {"kind": kind, "object": sobject, "state": "queued", "credits": 0, "records": 0,
+                                     "priority": priority})
 
     def set_state(self, tenant: str, job_id: str, state: JobState, error: str = "") -> None:
         """Move a job to ``state`` (with the error that caused it, if any).
@@ -106,4 +108,5 @@ class JobStore:
             state=data.get("state", ""), credits=int(data.get("credits", 0)), records=int(data.get("records", 0)),
             failed_records=int(data.get("failed_records", 0)), errors=errors if isinstance(errors, list) else [],
             error=data.get("error", ""), updated_at=float(data.get("updated_at", 0)),
+            priority=data.get("priority", "normal"),
         )

@@ -2,12 +2,14 @@
 
 Whichever process serves them, they say what Redis says: every tenant in the quota registry
 (``crmsync:tenants``) or the paused index (``crmsync:paused``, so a tenant without quota config whose jobs
-parked still shows), with its bucket, pause and parked jobs, the org usage Salesforce last reported and the
-org's Bulk API budgets as last read from ``/limits`` (``crmsync:{T}:bulk``; absent until a job first reads them).
+parked still shows), with its bucket (its window mode and reserve included), pause and parked jobs, the org
+usage Salesforce last reported and the org's Bulk API budgets as last read from ``/limits``
+(``crmsync:{T}:bulk``; absent until a job first reads them).
 
-The reads are pipelined, a chunk of tenants per round trip (five commands each), so 10,000 tenants take
-about twenty round trips, not 50,000. The bucket is read through the metering script itself (a take of
-zero credits writes nothing), so the window and its reset are computed exactly as a take computes them.
+The reads are pipelined, a chunk of tenants per round trip (six commands each), so 10,000 tenants take
+about twenty round trips, not 60,000. The bucket is read through the metering script itself (a take of
+zero credits writes nothing), so the window and when credits next come back are computed exactly as a take
+computes them; its reply is decoded by ``quota.bucket.Reading``, the bucket's own reader.
 
 Nothing in Redis can break a scrape: an invalid tenant id is skipped, a key of the wrong type or a value
 that is no number drops only the series it would have fed, and each tenant whose read failed in part is
@@ -28,6 +30,7 @@ import structlog
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from quota.bucket import Clock, meter_call
+from quota.reading import Reading, WindowMode
 from quota.replies import text
 from quota.scripts import METER
 from quota.validation import TENANT_PATTERN
@@ -35,7 +38,7 @@ from worker import keys
 from worker.jobs.parking import PauseReason
 from worker.salesforce.bulk_limits import BUDGETS
 
-__all__ = ["BULK_BUDGETS", "PAUSE_REASONS", "TENANT_GAUGES", "TenantCollector"]
+__all__ = ["BULK_BUDGETS", "PAUSE_REASONS", "TENANT_GAUGES", "WINDOW_MODES", "TenantCollector"]
 
 log = structlog.get_logger("crmsync.metrics")
 
@@ -45,16 +48,25 @@ PAUSE_REASONS = frozenset(get_args(PauseReason))
 #: The ``budget`` label values.
 BULK_BUDGETS = tuple(BUDGETS)
 
+#: The ``window`` label values of ``crmsync_quota_window_info``.
+WINDOW_MODES = tuple(get_args(WindowMode))
+
 #: The only metric families that carry a ``tenant`` label: name -> help.
 TENANT_GAUGES: dict[str, str] = {
     "crmsync_quota_limit": "Tenant's daily API credit limit (absent when the limit is unset or invalid)",
     "crmsync_quota_used": "API credits used in the tenant's current window",
     "crmsync_quota_remaining": "API credits left in the tenant's current window (0 without a valid limit)",
-    "crmsync_quota_reset_timestamp_seconds": "When the tenant's credits next refill, epoch seconds "
-                                             "(absent without a valid limit)",
+    "crmsync_quota_reset_timestamp_seconds": "When the tenant's next credits come back, epoch seconds: the daily "
+                                             "reset, or in rolling mode when the oldest credits of the last 24 hours "
+                                             "do (absent without a valid limit)",
+    "crmsync_quota_reserve": "API credits of the tenant's remaining ones kept for essential jobs: normal jobs stop "
+                             "when only these are left (absent without a valid limit)",
+    "crmsync_quota_window_info": "The tenant's window mode as its window label (daily: all credits come back at the "
+                                 "reset time; rolling: each 24 to 25 hours after it was taken), value 1 "
+                                 "(absent without a valid limit)",
     "crmsync_tenant_paused": "1 while the tenant is paused, with the reason; one series per tenant, "
                              'value 0 and reason="" while it runs',
-    "crmsync_parked_jobs": "Jobs parked while the tenant is paused, waiting to be re-queued",
+    "crmsync_parked_jobs": "Jobs parked while the tenant is paused, waiting to be re-queued (essential and normal)",
     "crmsync_org_api_usage": "API requests the tenant's Salesforce org reported used (Sforce-Limit-Info)",
     "crmsync_org_api_max": "API request limit the tenant's Salesforce org reported (Sforce-Limit-Info)",
     "crmsync_bulk_budget_remaining": "What is left of a Bulk API budget of the tenant's org (batches, query_jobs, "
@@ -66,13 +78,13 @@ TENANT_GAUGES: dict[str, str] = {
 
 #: The label each family carries besides ``tenant``, if any.
 _SECOND_LABEL = {
+    "crmsync_quota_window_info": "window",
     "crmsync_tenant_paused": "reason",
     "crmsync_bulk_budget_remaining": "budget",
     "crmsync_bulk_budget_max": "budget",
 }
 
-_COMMANDS_PER_TENANT = 5
-_METER_FIELDS = 6
+_COMMANDS_PER_TENANT = 6
 _MAX_DIGITS = 18
 
 
@@ -196,14 +208,16 @@ class TenantCollector:
             execute(*METER.command(*meter_call(tenant, 0, now)))
             pipe.hgetall(keys.pause(tenant))
             pipe.zcard(keys.parked(tenant))
+            pipe.zcard(keys.parked_essential(tenant))
             pipe.hmget(keys.org_usage(tenant), ["used", "max"])
             pipe.hgetall(keys.bulk_budget(tenant))
         replies = pipe.execute(raise_on_error=False)
         errors = 0
         for i, tenant in enumerate(tenants):
-            meter, pause, parked, org, bulk = replies[i * _COMMANDS_PER_TENANT:(i + 1) * _COMMANDS_PER_TENANT]
+            meter, pause, parked, essential, org, bulk = replies[i * _COMMANDS_PER_TENANT:
+                                                                 (i + 1) * _COMMANDS_PER_TENANT]
             failed = [self._quota(tenant, meter, families), self._pause(tenant, pause, families),
-                      self._parked(tenant, parked, families), self._org(tenant, org, families),
+                      self._parked(tenant, (parked, essential), families), self._org(tenant, org, families),
                       self._bulk(tenant, bulk, families)]
             errors += int(any(failed))
         return errors
@@ -211,14 +225,16 @@ class TenantCollector:
     @staticmethod
     def _quota(tenant: str, reply: Any, families: _Families) -> bool:
         """Add the bucket's gauges; return whether the read failed."""
-        if not isinstance(reply, list) or len(reply) != _METER_FIELDS or not all(isinstance(v, int) for v in reply):
+        reading = Reading.parse(reply)
+        if reading is None:
             return True  # e.g. WRONGTYPE inside the script: the config key is no hash
-        _, remaining, limit, window_end, used, state = reply
-        families.add("crmsync_quota_used", tenant, used)
-        families.add("crmsync_quota_remaining", tenant, remaining)
-        if state == 0:  # the limit is valid; unset and invalid limits grant nothing and have no reset
-            families.add("crmsync_quota_limit", tenant, limit)
-            families.add("crmsync_quota_reset_timestamp_seconds", tenant, window_end)
+        families.add("crmsync_quota_used", tenant, reading.used)
+        families.add("crmsync_quota_remaining", tenant, reading.remaining)
+        if reading.valid:  # unset and invalid limits grant nothing and have no reset
+            families.add("crmsync_quota_limit", tenant, reading.limit)
+            families.add("crmsync_quota_reset_timestamp_seconds", tenant, reading.resets_at)
+            families.add("crmsync_quota_reserve", tenant, reading.reserve)
+            families.add("crmsync_quota_window_info", tenant, 1, reading.mode)
         return False
 
     @staticmethod
@@ -234,11 +250,12 @@ class TenantCollector:
         return False
 
     @staticmethod
-    def _parked(tenant: str, reply: Any, families: _Families) -> bool:
-        count = _count(reply)
-        if count is None:
+    def _parked(tenant: str, replies: tuple[Any, Any], families: _Families) -> bool:
+        """Add the parked jobs, essential and normal ones together."""
+        normal, essential = (_count(reply) for reply in replies)
+        if normal is None or essential is None:
             return True
-        families.add("crmsync_parked_jobs", tenant, count)
+        families.add("crmsync_parked_jobs", tenant, normal + essential)
         return False
 
     @staticmethod

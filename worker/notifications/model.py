@@ -8,8 +8,11 @@ kind                   details
 =====================  ==========================================================================================
 ``quota_warning``      ``used``, ``limit``, ``share`` (the threshold crossed, e.g. 0.8), ``resets_at`` (ISO UTC)
 ``quota_exhausted``    ``used``, ``limit``, ``resets_at`` (when credits return), ``raise_with``
-                       (``crmsync quota set TENANT LIMIT``); the message says all four in words
-``quota_restored``     ``limit``, ``reason`` (``reset`` or ``limit_raised``), ``parked`` (jobs resumed)
+                       (``crmsync quota set TENANT LIMIT``), ``reserve`` (credits kept for essential jobs),
+                       ``remaining``, ``window_mode`` (``daily`` or ``rolling``), ``paused`` (``normal``: only the
+                       reserve is left and essential jobs go on; ``all``); the message says them in words
+``quota_restored``     ``remaining``, ``limit``, ``resumed_jobs``, ``reserve``, ``available`` (credits normal
+                       jobs may take)
 ``org_limit_exceeded`` ``org_used``, ``org_max``, ``share`` (of the org's max), ``job_id`` if a job stopped on it
 ``auth_failed``        ``job_id``, ``error`` (Salesforce's error code and description, never a token)
 ``job_failed``         ``job_id``, ``job_kind`` (pull/push), ``object``, ``error`` (type and text of the last error)

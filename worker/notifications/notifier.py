@@ -69,16 +69,27 @@ def quota_warning(tenant: str, grant: Grant, *, used: int, share: float) -> Noti
     )
 
 
-def quota_exhausted(tenant: str, status: Status, resets_at: datetime) -> Notice:
-    """The tenant's credits ran out; they return at ``resets_at`` (its jobs are paused until then)."""
+def quota_exhausted(tenant: str, status: Status, resets_at: datetime, *, reserve_only: bool = False) -> Notice:
+    """The tenant's credits ran out; they return at ``resets_at``. With ``reserve_only``, what is left is the
+    reserve kept for essential jobs: only normal jobs are paused, essential ones go on with it."""
+    credits = "daily API credits" if status.window == "daily" else "API credits of the last 24 hours"
+    back = (f"resume by themselves when credits return at {resets_at.isoformat()}, or as soon as the limit is "
+            f"raised with `{_set_limit(tenant)}`")
+    if reserve_only:
+        message = (f"tenant {tenant} used its {credits} for normal jobs ({status.used:,} of {status.limit or 0:,}); "
+                   f"the rest, {status.remaining:,}, is the reserve kept for essential jobs, which go on; its normal "
+                   f"jobs are paused and {back}")
+    else:
+        spent = f"{credits}, its reserve for essential jobs included" if status.reserve else credits
+        message = (f"tenant {tenant} used its {spent} ({status.used:,} of {status.limit or 0:,}); "
+                   f"{'all its' if status.reserve else 'its'} jobs are paused and {back}")
+    # The reserve running dry later in the same window is news of its own: essential jobs stop too.
+    window = str(int(resets_at.timestamp()))
     return Notice(
-        "quota_exhausted", tenant,
-        f"tenant {tenant} used its daily API credits ({status.used:,} of {status.limit or 0:,}); its jobs are "
-        f"paused and resume by themselves when credits return at {resets_at.isoformat()}, or as soon as the limit "
-        f"is raised with `{_set_limit(tenant)}`",
-        window=str(int(resets_at.timestamp())),
+        "quota_exhausted", tenant, message, window=f"reserve:{window}" if reserve_only else window,
         details={"used": status.used, "limit": status.limit, "resets_at": resets_at.isoformat(),
-                 "raise_with": _set_limit(tenant)},
+                 "raise_with": _set_limit(tenant), "reserve": status.reserve, "remaining": status.remaining,
+                 "window_mode": status.window, "paused": "normal" if reserve_only else "all"},
     )
 
 
@@ -104,7 +115,8 @@ def quota_restored(tenant: str, status: Status, *, resumed: int, since: float) -
         "quota_restored", tenant,
         f"tenant {tenant}: API credits are available again ({status.remaining:,} of {status.limit or 0:,}); "
         f"{resumed} parked jobs resumed",
-        window=repr(since), details={"remaining": status.remaining, "limit": status.limit, "resumed_jobs": resumed},
+        window=repr(since), details={"remaining": status.remaining, "limit": status.limit, "resumed_jobs": resumed,
+                                    "reserve": status.reserve, "available": status.available},
     )
 
 

@@ -234,7 +234,11 @@ class MeteringObserver(Protocol):
 
 
 class MeteredSession(requests.Session):
-    """A ``requests.Session`` that pays one credit from ``tenant``'s bucket before each counted request."""
+    """A ``requests.Session`` that pays one credit from ``tenant``'s bucket before each counted request.
+
+    An ``essential`` session (an essential job's) may spend the reserve the tenant keeps for essential work; a
+    normal one is refused once only the reserve is left.
+    """
 
     def __init__(
         self,
@@ -248,10 +252,12 @@ class MeteredSession(requests.Session):
         on_grant: Callable[[str, Grant], None] | None = None,
         clock: Callable[[], float] = time.time,
         timeout: float = WorkerSettings.request_timeout,
+        essential: bool = False,
     ) -> None:
         super().__init__()
         self.tenant = tenant
         self.bucket = bucket
+        self.essential = essential
         self.sobject = sobject
         self.observers = observers
         self.org_pause_share = org_pause_share
@@ -283,10 +289,11 @@ class MeteredSession(requests.Session):
     def send_metered(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Pay one credit for ``request``, send it, and report it to the observers."""
         self._guard_org()
-        grant = self.bucket.take(self.tenant, 1)
+        grant = self.bucket.take(self.tenant, 1, essential=self.essential)
         if not grant.granted:
+            # A refusal with credits left (only the reserve, for a normal take) parks only normal jobs.
             raise QuotaExhausted(self.tenant, remaining=grant.remaining, limit=grant.limit,
-                                 resets_at=grant.resets_at if grant.limit else None)
+                                 resets_at=grant.resets_at if grant.limit else None, reserve=grant.reserve)
         self.charged += 1
         if self.on_grant is not None:
             self.on_grant(self.tenant, grant)

@@ -10,7 +10,8 @@ before its pull is queued: its due time moves to the next slot only if it still 
 (compare-and-set in one Lua step). Two instances can both read an entry; exactly one moves it and queues.
 
 A claimed slot whose enqueue fails is handed back (its old due time restored if nothing moved it since), so
-a Redis hiccup delays a pull instead of skipping it. Paused tenants are skipped and stay due; a pull that is
+a Redis hiccup delays a pull instead of skipping it. Paused tenants are skipped and stay due (an essential
+schedule's tenant only when its pause holds essential jobs too); a pull of the schedule's priority that is
 already queued, running or parked counts as that slot's pull (``enqueue_pull`` would return it anyway).
 """
 
@@ -35,7 +36,7 @@ from quota.scripts import LuaScript
 from worker import keys
 from worker.enqueue import active_pull, enqueue_pull
 from worker.jobs.parking import PauseStore
-from worker.scheduling.schedules import MIN_INTERVAL_S, check_stored_interval, parse_member
+from worker.scheduling.schedules import MIN_INTERVAL_S, check_stored_interval, check_stored_priority, parse_member
 
 __all__ = ["DueEntry", "Scheduler", "TickReport", "default_instance_id", "next_due"]
 
@@ -179,22 +180,28 @@ class Scheduler:
         report.leader = True
         self._repair(now)
         entries = self.due(now)
-        intervals = cast(list[Any], self.redis.hmget(keys.SCHEDULES, [e.member for e in entries])) if entries else []
-        for entry, raw_interval in zip(entries, intervals, strict=True):
+        intervals: list[Any] = []
+        priorities: list[Any] = []
+        if entries:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hmget(keys.SCHEDULES, [e.member for e in entries])
+            pipe.hmget(keys.SCHEDULE_PRIORITY, [e.member for e in entries])
+            intervals, priorities = pipe.execute()
+        for entry, raw_interval, raw_priority in zip(entries, intervals, priorities, strict=True):
             # Renewing per entry keeps a long pass inside the lease and stops a holder that lost it promptly;
             # the claim below is what makes a late stop harmless.
             if not self.renew_lease():
                 report.lost_lease = True
                 self.hold_lease()  # logs the loss
                 break
-            self._one(entry, raw_interval, now, report)
+            self._one(entry, raw_interval, raw_priority, now, report)
         if report.enqueued or report.invalid or report.failed or report.lost_lease:
             self.log.info("scheduler.tick", due=len(entries), enqueued=len(report.enqueued),
                           active=len(report.active), paused=len(report.paused), invalid=len(report.invalid),
                           lost_race=len(report.lost_race), failed=len(report.failed), lost_lease=report.lost_lease)
         return report
 
-    def _one(self, entry: DueEntry, raw_interval: Any, now: float, report: TickReport) -> None:
+    def _one(self, entry: DueEntry, raw_interval: Any, raw_priority: Any, now: float, report: TickReport) -> None:
         try:
             tenant, sobject = parse_member(entry.member)
             if raw_interval is None:
@@ -204,13 +211,15 @@ class Scheduler:
                 report.invalid.append(entry.member)
                 return
             interval = check_stored_interval(raw_interval)
+            priority = check_stored_priority(raw_priority)
         except InvalidInput as exc:
             # Garbage someone wrote by hand: skip it, and look again in a while rather than on every tick.
             if self.claim(entry, now + MIN_INTERVAL_S):
                 self.log.warning("scheduler.invalid_entry", member=entry.member, error=str(exc))
             report.invalid.append(entry.member)
             return
-        if self.pauses.get(tenant) is not None:
+        pause = self.pauses.get(tenant)
+        if pause is not None and pause.holds(priority):
             # Left due: the first tick after the resume queues its pull.
             self.log.debug("scheduler.paused_skip", member=entry.member)
             report.paused.append(entry.member)
@@ -220,12 +229,12 @@ class Scheduler:
             report.lost_race.append(entry.member)
             return
         try:
-            existing = active_pull(self.redis, tenant, sobject)
+            existing = active_pull(self.redis, tenant, sobject, priority)
             if existing is not None:
                 # That pull is this slot's: enqueue_pull would return it too, and it is not counted as new.
                 report.active[entry.member] = existing
                 return
-            report.enqueued[entry.member] = enqueue_pull(self.redis, tenant, sobject)
+            report.enqueued[entry.member] = enqueue_pull(self.redis, tenant, sobject, priority=priority)
         except Exception:
             # Hand the slot back so the next tick retries instead of waiting a whole interval.
             with contextlib.suppress(redis.RedisError):

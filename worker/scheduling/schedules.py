@@ -1,8 +1,10 @@
-"""Pull schedules in Redis: which tenant/object is pulled how often, and when each is next due.
+"""Pull schedules in Redis: which tenant/object is pulled how often, at what priority, and when each is next due.
 
 ``crmsync:schedules`` maps ``TENANT/OBJECT`` to an interval in whole seconds; ``crmsync:schedule:due`` scores
-the same member by the epoch second its next pull is due. Both are written together in one transaction, so
-a scheduler never sees a schedule without its due time (or the reverse) because of a half-finished change.
+the same member by the epoch second its next pull is due; ``crmsync:schedule:priority`` maps it to the priority
+its pulls are queued with (absent: ``normal``, as for schedules set before priorities existed). They are
+written together in one transaction, so a scheduler never sees a schedule without its due time (or the reverse)
+because of a half-finished change.
 The scheduler (``worker.scheduling.scheduler``) reads them; admins change them live with ``crmsync schedule``.
 """
 
@@ -21,6 +23,7 @@ from quota.replies import text
 from quota.validation import validate_tenant
 from worker import keys
 from worker.errors import InvalidInterval
+from worker.jobs.priority import DEFAULT_PRIORITY, Priority, check_priority
 from worker.salesforce.soql import check_name
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "Schedule",
     "ScheduleStore",
     "check_stored_interval",
+    "check_stored_priority",
     "format_interval",
     "member",
     "parse_interval",
@@ -87,6 +91,7 @@ class Schedule:
     interval: int | None
     due: float | None
     error: str = ""
+    priority: Priority = DEFAULT_PRIORITY
 
     @property
     def tenant(self) -> str:
@@ -107,6 +112,11 @@ def check_stored_interval(raw: object) -> int:
     return int(value)
 
 
+def check_stored_priority(raw: object) -> Priority:
+    """A stored priority (``None``: never set, so ``normal``), or ``InvalidPriority`` for garbage written by hand."""
+    return DEFAULT_PRIORITY if raw is None else check_priority(text(raw))
+
+
 class ScheduleStore:
     """Adds, removes and lists schedules."""
 
@@ -114,24 +124,31 @@ class ScheduleStore:
         self.redis = client
         self.clock = clock
 
-    def set(self, tenant: str, sobject: str, interval: int) -> Schedule:
-        """Pull ``sobject`` for ``tenant`` every ``interval`` seconds; return the stored schedule.
+    def set(self, tenant: str, sobject: str, interval: int, priority: Priority | None = None) -> Schedule:
+        """Pull ``sobject`` for ``tenant`` every ``interval`` seconds at ``priority``; return the stored schedule.
 
-        A new schedule is due at once. Changing an existing one keeps its due time unless the new interval
-        would bring it sooner (``now + interval``), so shortening takes effect without waiting out the old one.
+        ``priority`` ``None`` keeps the schedule's priority (a new schedule's is ``normal``). A new schedule is
+        due at once. Changing an existing one keeps its due time unless the new interval would bring it sooner
+        (``now + interval``), so shortening takes effect without waiting out the old one. Bad input raises an
+        ``InvalidInput`` before anything is written.
         """
         name = member(tenant, sobject)
         if isinstance(interval, bool) or not isinstance(interval, int):
             raise InvalidInterval(f"invalid interval {interval!r}: a whole number of seconds")
         parse_interval(f"{interval}s")  # the same range check the CLI applies
+        if priority is not None:
+            check_priority(priority)
         now = self.clock()
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.SCHEDULES, name, str(interval))
+        if priority is not None:
+            pipe.hset(keys.SCHEDULE_PRIORITY, name, priority)
         pipe.zadd(keys.SCHEDULE_DUE, {name: now}, nx=True)
         pipe.zadd(keys.SCHEDULE_DUE, {name: now + interval}, lt=True)
         pipe.zscore(keys.SCHEDULE_DUE, name)
-        due = pipe.execute()[-1]
-        return Schedule(name, interval, float(due))
+        pipe.hget(keys.SCHEDULE_PRIORITY, name)
+        *_, due, stored = pipe.execute()
+        return Schedule(name, interval, float(due), priority=check_stored_priority(stored))
 
     def remove(self, tenant: str, sobject: str) -> bool:
         """Stop pulling ``sobject`` on a schedule for ``tenant``; return whether there was a schedule."""
@@ -139,24 +156,29 @@ class ScheduleStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hdel(keys.SCHEDULES, name)
         pipe.zrem(keys.SCHEDULE_DUE, name)
-        removed, _ = pipe.execute()
+        pipe.hdel(keys.SCHEDULE_PRIORITY, name)
+        removed, _, _ = pipe.execute()
         return bool(removed)
 
     def all(self) -> list[Schedule]:
         """Every schedule and every due entry, sorted by member; unusable entries carry an ``error``."""
         intervals = {text(k): v for k, v in cast(dict[Any, Any], self.redis.hgetall(keys.SCHEDULES)).items()}
+        priorities = {text(k): v for k, v in
+                      cast(dict[Any, Any], self.redis.hgetall(keys.SCHEDULE_PRIORITY)).items()}
         dues = {text(m): float(s) for m, s in
                 cast(list[tuple[Any, float]], self.redis.zrange(keys.SCHEDULE_DUE, 0, -1, withscores=True))}
         result = []
         for name in sorted(set(intervals) | set(dues)):
             error = ""
             interval: int | None = None
+            priority = DEFAULT_PRIORITY
             try:
                 parse_member(name)
                 if name not in intervals:
                     raise InvalidInput("due entry without a schedule")
                 interval = check_stored_interval(intervals[name])
+                priority = check_stored_priority(priorities.get(name))
             except InvalidInput as exc:
-                error = str(exc)
-            result.append(Schedule(name, interval, dues.get(name), error))
+                interval, error = None, str(exc)
+            result.append(Schedule(name, interval, dues.get(name), error, priority))
         return result
