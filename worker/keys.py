@@ -10,9 +10,12 @@ key                                    type    what
 ``crmsync:tenants``                    set     every tenant id that has quota config
 ``crmsync:connections``                set     every tenant id that has a Salesforce connection
 ``crmsync:{T}:conn``                   hash    the tenant's connection (secrets only as references)
-``crmsync:{T}:config``                 hash    ``limit``, ``reset_at`` (HH:MM UTC), ``reset_from``
-``crmsync:{T}:w:<END>``                int     credits used in the window ending at epoch second ``END``;
-                                               expires shortly after ``END``
+``crmsync:{T}:config``                 hash    ``limit``, ``reset_at`` (HH:MM UTC), ``reset_from``,
+                                               ``reserve``, ``window`` (``daily`` or ``rolling``)
+``crmsync:{T}:w:<END>``                int     daily mode: credits used in the window ending at epoch second
+                                               ``END``; expires shortly after ``END``
+``crmsync:{T}:w:rolling``              hash    rolling mode: credits used per hour of the last 25; expires
+                                               shortly after its newest credits come back
 ``crmsync:{T}:audit``                  list    JSON audit entries, newest first, trimmed to a bound
 ``crmsync:{T}:org``                    hash    Salesforce's own usage from ``Sforce-Limit-Info``: used, max, at
 ``crmsync:{T}:bulk``                   hash    the org's Bulk API budgets last read from ``/limits``, and when
@@ -40,7 +43,7 @@ key                                    type    what
 
 from __future__ import annotations
 
-from quota.keys import PREFIX, TENANTS, audit, config, scope, window_prefix
+from quota.keys import PREFIX, TENANTS, audit, config, rolling_window, scope, window_prefix
 
 __all__ = [
     "CONNECTIONS",
@@ -69,6 +72,7 @@ __all__ = [
     "pull_checkpoint",
     "push_records",
     "resuming",
+    "rolling_window",
     "scope",
     "sequence",
     "window_prefix",
