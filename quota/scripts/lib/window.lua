@@ -111,7 +111,7 @@ local function rolling_used(key, now)
       stale[#stale + 1] = all[i]
     else
       used = used + n
-      if not oldest or h < oldest then oldest = h end
+      if n > 0 and (not oldest or h < oldest) then oldest = h end
     end
   end
   return used, oldest, stale
