@@ -27,5 +27,8 @@ def status_dict(status: Status) -> dict[str, Any]:
         "percent_used": None if percent is None else round(percent, 2),
         "resets_at": status.resets_at.isoformat(),
         "reset_at": status.reset_at,
+        "window": status.window,
+        "reserve": status.reserve,
+        "available": status.available,
         "config_error": status.config_error,
     }
