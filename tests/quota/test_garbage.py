@@ -18,7 +18,7 @@ from quota import CreditBucket, keys
 from tests.quota.test_cli import crmsync
 
 DAY = 86_400
-Garbage = Callable[[redis.Redis, CreditBucket], None]
+Garbage = Callable[[redis.Redis, CreditBucket], object]
 
 
 def _window_key(bucket: CreditBucket) -> str:
