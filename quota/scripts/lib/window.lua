@@ -16,9 +16,10 @@ local MAX_LIMIT = 1e15
 -- Reasons a tenant is invalid (returned to Python, which words them).
 local BAD_LIMIT, BAD_RESET_AT, BAD_RESET_FROM, BAD_RESERVE, BAD_WINDOW, BAD_COUNTER = 1, 2, 3, 4, 5, 6
 
--- A whole non-negative number written as ASCII digits (at most 15 of them, so a Lua double holds it exactly).
+-- A whole non-negative number written as ASCII digits: at most 16 of them, so that anything up to the largest
+-- limit (10^15) is held exactly by a Lua double and anything longer is refused before it is read.
 local function whole(raw)
-  if type(raw) == 'string' and #raw <= 15 and string.find(raw, '^%d+$') then return tonumber(raw) end
+  if type(raw) == 'string' and #raw <= 16 and string.find(raw, '^%d+$') then return tonumber(raw) end
   return nil
 end
 
