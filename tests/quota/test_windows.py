@@ -135,3 +135,11 @@ def test_rolling_refund_goes_back_into_its_hour_only_while_it_counts(bucket: Cre
     assert bucket.status("acme").used == 6
     clock.now = T0 + 25 * HOUR
     assert bucket.refund("acme", 6, grant=grant) == 0
+
+
+def test_the_largest_limit_and_reserve_are_exact(bucket: CreditBucket) -> None:
+    status = bucket.set_limit("acme", 10**15, actor="ops", reserve=10**15 - 1, window="rolling")
+    assert (status.limit_state, status.limit, status.reserve, status.available) == ("ok", 10**15, 10**15 - 1, 1)
+    assert bucket.take("acme", 1).granted
+    assert not bucket.take("acme", 1).granted
+    assert bucket.take("acme", 10**15 - 1, essential=True).remaining == 0
