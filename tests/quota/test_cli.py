@@ -87,6 +87,12 @@ def test_refused_limits_exit_2_name_the_minimum_and_write_nothing(
     [
         (["quota", "set", "acme", "150000", "--reset-at", "24:00"], "HH:MM"),
         (["quota", "set", "acme", "150000", "--reset-at", "6am"], "HH:MM"),
+        (["quota", "set", "acme", "150000", "--window", "weekly"], "daily"),
+        (["quota", "set", "acme", "150000", "--window", "ROLLING"], "rolling"),
+        (["quota", "set", "acme", "150000", "--reserve", "-1"], "reserve"),
+        (["quota", "set", "acme", "150000", "--reserve", "1.5"], "reserve"),
+        (["quota", "set", "acme", "150000", "--reserve", "150000"], "below the limit"),
+        (["quota", "set", "acme", "150000", "--reserve", "lots"], "reserve"),
         (["quota", "set", "Acme", "150000"], "tenant"),
         (["quota", "show", "a{b}"], "tenant"),
         (["quota", "history", "a:b"], "tenant"),
@@ -111,6 +117,23 @@ def test_show_reports_hand_written_garbage_without_crashing(redis_url: str, redi
     assert (data["limit_state"], data["remaining"]) == ("invalid", 0)
     assert "100,000" in data["config_error"]
     assert "INVALID" in crmsync(redis_url, "status").stdout
+
+
+def test_window_and_reserve_are_set_shown_and_audited(redis_url: str) -> None:
+    done = crmsync(redis_url, "quota", "set", "acme", "150000", "--window", "rolling", "--reserve", "20000")
+    assert done.returncode == 0, done.stderr
+    assert "reserve 20,000, rolling 24 hours" in done.stdout
+    shown = json.loads(crmsync(redis_url, "quota", "show", "acme", "--json").stdout)
+    assert (shown["window"], shown["reserve"], shown["available"]) == ("rolling", 20_000, 130_000)
+    human = crmsync(redis_url, "quota", "show", "acme").stdout
+    assert "20,000 (kept for essential jobs)" in human
+    assert "rolling: each credit comes back 24-25 hours after it was taken" in human
+    history = json.loads(crmsync(redis_url, "quota", "history", "acme", "--json").stdout)
+    assert {(h["field"], h["new"]) for h in history} >= {("window", "rolling"), ("reserve", "20000")}
+    kept = crmsync(redis_url, "quota", "set", "acme", "160000")  # options left out keep what is set
+    assert kept.returncode == 0, kept.stderr
+    shown = json.loads(crmsync(redis_url, "quota", "show", "acme", "--json").stdout)
+    assert (shown["limit"], shown["window"], shown["reserve"]) == (160_000, "rolling", 20_000)
 
 
 def test_unreachable_redis_is_one_clear_line() -> None:
