@@ -41,7 +41,8 @@ class Grant:
     """The outcome of a take. Pass it to ``refund(grant=...)`` to return credits that were never spent.
 
     ``remaining`` includes the reserve; ``resets_at`` is when the next credits come back; ``window_end`` is
-    where the credits went (the window's end in daily mode, the hour's start in rolling mode).
+    where the credits went (the window's end in daily mode, the hour's start in rolling mode); ``window`` is
+    the tenant's window mode.
     """
 
     granted: bool
@@ -51,6 +52,7 @@ class Grant:
     window_end: int
     reserve: int = 0
     taken: int = 0
+    window: WindowMode = "daily"
 
     @property
     def reserve_only(self) -> bool:
@@ -205,7 +207,7 @@ class CreditBucket:
         count = self._count(n)
         got = self._meter(tenant, count, essential=bool(essential))
         return Grant(bool(got.outcome), got.remaining, got.limit, _utc(got.resets_at), got.window, got.reserve,
-                     count if got.outcome else 0)
+                     count if got.outcome else 0, got.mode)
 
     def refund(self, tenant: str, n: int = 1, *, grant: Grant | None = None) -> int:
         """Return ``n`` credits that were taken but never spent; return how many went back.
