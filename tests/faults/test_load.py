@@ -48,8 +48,10 @@ def test_soak_with_faults_over_many_tenants(
     for tenant_id in idle[1:]:
         # What set_limit does (the same Lua script: config, audit entry, tenant index), pipelined.
         pipe.sadd(keys.TENANTS, tenant_id)
-        pipe.execute_command("EVALSHA", CONFIGURE.sha, 2, keys.config(tenant_id), keys.audit(tenant_id),
-                             "load", "", 1000, "", "limit", str(parse_limit(100_000 + len(tenant_id))))
+        pipe.execute_command(*CONFIGURE.command(
+            [keys.config(tenant_id), keys.audit(tenant_id), keys.window_prefix(tenant_id),
+             keys.rolling_window(tenant_id)],
+            ["load", "", 1000, 3600, "limit", str(parse_limit(100_000 + len(tenant_id)))]))
     pipe.execute()
     limits_s = time.monotonic() - started
     tenants: list[Tenant] = [connect_tenant(emulator, client, secrets_dir, records=30, prefix="load")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,3 +48,14 @@ def test_refused_takes_and_unset_limits_do_not_warn() -> None:
     alerts.after_take("acme", Grant(False, 0, 100_000, datetime.fromtimestamp(1_000, UTC), 1_000))
     alerts.after_take("acme", Grant(True, 0, 0, datetime.fromtimestamp(1_000, UTC), 1_000))
     assert notifier.calls == []
+
+
+def test_a_rolling_tenant_warns_once_a_day_not_every_hour() -> None:
+    notifier = Recorder()
+    alerts = QuotaAlerts(notifier, (0.8,))
+    day = 1_795_910_400  # a UTC midnight
+    for hour in range(24):  # a rolling tenant's takes go to a new hour every hour, its usage stays high
+        alerts.after_take("acme", replace(grant(85_000, window_end=day + hour * 3600), window="rolling"))
+    alerts.after_take("acme", replace(grant(85_000, window_end=day + 86_400), window="rolling"))
+    assert [c["window"] for c in notifier.calls] == ["day20786:0.8", "day20787:0.8"]
+    assert "of its 100,000 API credits of the last 24 hours" in notifier.calls[0]["message"]

@@ -1,4 +1,5 @@
-"""``crmsync status``: one row per tenant (quota, pause, parked jobs, org usage, Bulk API budgets)."""
+"""``crmsync status``: one row per tenant (quota with its window mode and reserve, pause, parked jobs, org usage,
+Bulk API budgets). A tenant whose config or counters are garbage is listed as invalid with the reason."""
 
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def _row(bucket: CreditBucket, pauses: PauseStore, tenant: str) -> dict[str, Any
     row.update(
         paused=pause is not None,
         pause_reason=pause.reason if pause else None,
+        pause_scope=pause.scope if pause else None,
         paused_since=pause.since if pause else None,
         parked_jobs=pauses.parked_count(tenant),
         org_api_usage=usage.used if usage else None,
@@ -81,24 +83,35 @@ def _bulk_column(row: dict[str, Any]) -> str:
     return "/".join(left) + (" (no query storage)" if storage is not None and storage["remaining"] == 0 else "")
 
 
+def _state(row: dict[str, Any]) -> str:
+    """``running``, or the pause's reason; a pause that holds only normal jobs says so (essential ones go on)."""
+    if not row["paused"]:
+        return "running"
+    return f"paused: {row['pause_reason']}" + (" (normal jobs)" if row["pause_scope"] == "normal" else "")
+
+
 def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
     """Print ``crmsync status``."""
     rows = tenant_rows(bucket)
     if as_json:
         print(json.dumps(rows))
         return
-    print(f"{'TENANT':<20} {'LIMIT':>12} {'USED':>12} {'REMAINING':>12} {'USED%':>6}  {'NEXT RESET':<25}  "
-          f"{'STATE':<24} {'PARKED':>6}  {'ORG USAGE':<21}  BULK Q-JOBS/BATCHES LEFT")
+    print(f"{'TENANT':<20} {'LIMIT':>12} {'WINDOW':<7} {'RESERVE':>9} {'USED':>12} {'REMAINING':>12} {'USED%':>6}  "
+          f"{'NEXT CREDITS BACK':<25}  {'STATE':<32} {'PARKED':>6}  {'ORG USAGE':<21}  BULK Q-JOBS/BATCHES LEFT")
     for row in rows:
         if "unreadable" in row:
             print(f"{row['tenant']:<20} UNREADABLE: {row['unreadable']}")
             continue
-        limit = f"{row['limit']:,}" if row["limit"] is not None else str(row["limit_state"]).upper()
+        valid = row["limit"] is not None
+        limit = f"{row['limit']:,}" if valid else str(row["limit_state"]).upper()
+        reserve = f"{row['reserve']:,}" if valid else "-"
         percent = "-" if row["percent_used"] is None else f"{row['percent_used']:.1f}"
-        state = f"paused: {row['pause_reason']}" if row["paused"] else "running"
         org = f"{row['org_api_usage']:,}/{row['org_api_max']:,}" if row["org_api_max"] else "-"
-        print(f"{row['tenant']:<20} {limit:>12} {row['used']:>12,} {row['remaining']:>12,} {percent:>6}  "
-              f"{row['resets_at']:<25}  {state:<24} {row['parked_jobs']:>6}  {org:<21}  {_bulk_column(row)}")
+        print(f"{row['tenant']:<20} {limit:>12} {row['window']:<7} {reserve:>9} {row['used']:>12,} "
+              f"{row['remaining']:>12,} {percent:>6}  {row['resets_at']:<25}  {_state(row):<32} "
+              f"{row['parked_jobs']:>6}  {org:<21}  {_bulk_column(row)}")
+        if row["config_error"]:
+            print(f"{'':<20} invalid: {row['config_error']}")
     if not rows:
         print("no tenants configured: set one with `crmsync quota set TENANT LIMIT`")
 

@@ -1,6 +1,7 @@
-"""The live terminal view of ``crmsync run``: per tenant credits, burn rate, reset countdown, pause state, jobs,
-and the latest notifications, refreshed every second. ``Snapshot`` reads it all from Redis; the renderers
-draw it with rich, or as plain lines when there is no terminal."""
+"""The live terminal view of ``crmsync run``: per tenant credits, window mode and reserve, burn rate, countdown to
+the next credits coming back, pause state, jobs, and the latest notifications, refreshed every second.
+``Snapshot`` reads it all from Redis; the renderers draw it with rich, or as plain lines when there is no
+terminal."""
 
 from __future__ import annotations
 
@@ -81,6 +82,15 @@ def _countdown(resets_at: str, now: float) -> str:
     return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s"
 
 
+def _pause_text(row: dict[str, Any]) -> str:
+    # A pause of normal jobs only: essential ones go on with the reserve.
+    return f"{row['pause_reason']}" + (" (normal jobs)" if row["pause_scope"] == "normal" else "")
+
+
+def _window_text(row: dict[str, Any]) -> str:
+    return f"{row['window']}, reserve {row['reserve']:,}" if row["limit"] is not None else str(row["limit_state"])
+
+
 def _jobs_text(jobs: Counter[str]) -> str:
     running = jobs["running"] + jobs["retrying"] + jobs["queued"]
     return f"{running} running / {jobs['parked']} parked / {jobs['done']} done"
@@ -89,16 +99,18 @@ def _jobs_text(jobs: Counter[str]) -> str:
 def render(snapshot: Snapshot) -> Group:
     """The rich renderable for one snapshot."""
     table = Table(title="crmsync: tenants", expand=True)
-    for column in ("tenant", "credits used", "used / limit", "burn/min", "reset in", "state", "jobs"):
+    for column in ("tenant", "credits used", "used / limit", "window", "burn/min", "credits back in", "state",
+                   "jobs"):
         table.add_column(column, no_wrap=column != "credits used")
     for row in snapshot.tenants:
         limit = row["limit"] or 0
         bar = ProgressBar(total=max(limit, 1), completed=min(row["used"], max(limit, 1)), width=30,
                           complete_style="red" if row["remaining"] == 0 else "green")
-        state = (Text(f"PAUSED: {row['pause_reason']}", style="bold red") if row["paused"]
+        state = (Text(f"PAUSED: {_pause_text(row)}", style="bold red") if row["paused"]
                  else Text("running", style="green"))
-        table.add_row(row["tenant"], bar, f"{row['used']:,} / {limit:,}", f"{row['burn_per_minute']:.1f}",
-                      _countdown(row["resets_at"], snapshot.at), state, _jobs_text(row["jobs"]))
+        table.add_row(row["tenant"], bar, f"{row['used']:,} / {limit:,}", _window_text(row),
+                      f"{row['burn_per_minute']:.1f}", _countdown(row["resets_at"], snapshot.at), state,
+                      _jobs_text(row["jobs"]))
     lines = [f"{n.at.astimezone(UTC):%H:%M:%S} {n.kind:<18} {n.tenant:<10} {n.message}"
              for n in snapshot.notifications] or ["(none yet)"]
     return Group(table, Panel("\n".join(lines), title="latest notifications"))
@@ -107,8 +119,8 @@ def render(snapshot: Snapshot) -> Group:
 def plain_lines(snapshot: Snapshot) -> list[str]:
     """One line per tenant, for logs and tests (no terminal)."""
     return [
-        f"{row['tenant']}: used {row['used']:,}/{row['limit'] or 0:,} burn {row['burn_per_minute']:.1f}/min "
-        f"reset in {_countdown(row['resets_at'], snapshot.at)} "
-        f"{'PAUSED ' + str(row['pause_reason']) if row['paused'] else 'running'} jobs {_jobs_text(row['jobs'])}"
+        f"{row['tenant']}: used {row['used']:,}/{row['limit'] or 0:,} ({_window_text(row)}) "
+        f"burn {row['burn_per_minute']:.1f}/min credits back in {_countdown(row['resets_at'], snapshot.at)} "
+        f"{'PAUSED ' + _pause_text(row) if row['paused'] else 'running'} jobs {_jobs_text(row['jobs'])}"
         for row in snapshot.tenants
     ]

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import redis
 
-from quota.bucket import CreditBucket
+from quota.bucket import Clock, CreditBucket
 from worker.jobs.bulk import BulkOptions
 from worker.jobs.cost import BulkMode, PollSchedule
 from worker.jobs.parking import PauseStore
@@ -31,7 +31,7 @@ from worker.salesforce.session import MeteredSession, MeteringObserver, OrgUsage
 from worker.settings import WorkerSettings, redis_url
 
 __all__ = ["Runtime", "SessionFactory", "get_runtime", "metered_session", "notification_center",
-           "use_session_factory"]
+           "use_bucket_clock", "use_session_factory"]
 
 # Builds the session a job's Salesforce requests go through: (runtime, tenant, object label) -> session.
 SessionFactory = Callable[["Runtime", str, str], MeteredSession]
@@ -56,6 +56,7 @@ class Runtime:
     observers: tuple[MeteringObserver, ...] = ()
     settings: WorkerSettings = field(default_factory=WorkerSettings)
     session_factory: SessionFactory = metered_session
+    bucket_clock: Clock | None = None  # None: the Redis server's clock, as in production
     _tokens: dict[tuple[str, str], CachedTokens] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -63,7 +64,7 @@ class Runtime:
     def bucket(self) -> CreditBucket:
         """The credit bucket on this runtime's Redis: one per runtime, so each worker thread keeps its
         metering connection from job to job."""
-        return CreditBucket(self.redis)
+        return CreditBucket(self.redis, clock=self.bucket_clock)
 
     @property
     def connections(self) -> ConnectionStore:
@@ -144,6 +145,15 @@ def _close_org_usage(cache: OrgUsageCache) -> None:
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 _session_factory: SessionFactory = metered_session
+_bucket_clock: Clock | None = None
+
+
+def use_bucket_clock(clock: Clock) -> None:
+    """Build this process's runtime with a bucket on ``clock`` instead of the Redis server's; call it before the
+    first job. The seam of the end-to-end tests, which move a rolling window's time in real worker processes:
+    the product always meters on the server's clock."""
+    global _bucket_clock  # noqa: PLW0603 (read once, when get_runtime builds the runtime)
+    _bucket_clock = clock
 
 
 def use_session_factory(factory: SessionFactory) -> None:
@@ -166,7 +176,7 @@ def get_runtime() -> Runtime:
                 redis=redis.Redis.from_url(redis_url(), socket_connect_timeout=10, socket_timeout=30),
                 sink=JsonlSink(settings.data_dir), policy=RetryPolicy.from_settings(settings), settings=settings,
                 notifier=notification_center(), observers=(MetricsObserver.from_env(),),
-                session_factory=_session_factory,
+                session_factory=_session_factory, bucket_clock=_bucket_clock,
             )
             atexit.register(_close_org_usage, _runtime.org_usage)
         return _runtime

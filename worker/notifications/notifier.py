@@ -58,13 +58,15 @@ def _set_limit(tenant: str) -> str:
     return f"crmsync quota set {tenant} LIMIT"
 
 
-def quota_warning(tenant: str, grant: Grant, *, used: int, share: float) -> Notice:
-    """The tenant has used ``used`` credits, past ``share`` of its limit, in the window of ``grant``."""
+def quota_warning(tenant: str, grant: Grant, *, used: int, share: float, episode: str) -> Notice:
+    """The tenant has used ``used`` credits, past ``share`` of its limit, in the window of ``grant``; it warns once
+    per ``episode`` (``worker.notifications.quota_warnings.episode``)."""
+    credits = "daily API credits" if grant.window == "daily" else "API credits of the last 24 hours"
     return Notice(
         "quota_warning", tenant,
-        f"tenant {tenant} has used {used:,} of its {grant.limit:,} daily API credits, past the {share:.0%} warning "
+        f"tenant {tenant} has used {used:,} of its {grant.limit:,} {credits}, past the {share:.0%} warning "
         f"share; credits return at {grant.resets_at.isoformat()}",
-        window=f"{grant.window_end}:{share}",
+        window=f"{episode}:{share}",
         details={"used": used, "limit": grant.limit, "share": share, "resets_at": grant.resets_at.isoformat()},
     )
 
