@@ -30,7 +30,7 @@ Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 # In the order `crmsync --help` lists them.
 COMMANDS: dict[str, str] = {
     "run": "run the whole system on embedded defaults with a live view (make run)",
-    "status": "one row per tenant: credits, pause, parked jobs, org usage, Bulk API budgets",
+    "status": "one row per tenant: credits (window mode, reserve), pause, parked jobs, org usage, Bulk API budgets",
     "resume": "resume a paused tenant now and queue its parked jobs again",
     "quota": "show and change tenants' CRM API daily limits",
     "connect": "connect a tenant to its Salesforce org (replaces its current connection)",
