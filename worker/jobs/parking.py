@@ -81,6 +81,7 @@ class ParkedJob:
 def _parked_set(tenant: str, priority: Priority) -> str:
     return keys.parked_essential(tenant) if priority == "essential" else keys.parked(tenant)
 
+
 class PauseStore:
     """Reads and writes pause state and parked jobs."""
 
