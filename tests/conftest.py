@@ -8,6 +8,7 @@ start their own redis-server on a free loopback port and stop it at the end.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -59,6 +60,12 @@ _STARTED_KEY = pytest.StashKey[EmbeddedRedis]()
 def pytest_configure(config: pytest.Config) -> None:
     # Before collection, so that REDIS_URL is set before anything builds a Redis client or the Dramatiq broker
     # (on first use) and is inherited by every subprocess the tests start.
+    # Tests keep secrets in temporary directories (tmp_path, the emulator's key files) and reach the emulator on
+    # loopback: the secret directories and login hosts allowed here, and in every process the tests start. Tests
+    # of those rules set their own.
+    temp_roots = [tempfile.gettempdir(), *([str(config.option.basetemp)] if config.option.basetemp else [])]
+    os.environ["CRMSYNC_SECRET_DIRS"] = ":".join(os.path.abspath(root) for root in temp_roots)
+    os.environ["CRMSYNC_LOGIN_HOSTS"] = "127.0.0.1,localhost"
     if not os.environ.get("REDIS_URL"):
         server = EmbeddedRedis()
         os.environ["REDIS_URL"] = server.start()

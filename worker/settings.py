@@ -23,6 +23,9 @@ variable                               meaning                                  
 ``CRMSYNC_BROKER_MAINTENANCE_CHANCE``  per million broker calls, how often one re-queues dead          10000
                                        workers' messages (Dramatiq's 1,000 leaves them for minutes)
 ``CRMSYNC_METRICS_OBJECTS``            extra object names for the ``object`` metric label              none
+``CRMSYNC_SECRET_DIRS``                directories secret files must resolve into, colon-separated     /run/secrets
+``CRMSYNC_LOGIN_HOSTS``                login hosts allowed besides Salesforce's: ``host`` (any port)   none
+                                       or ``host:port``, comma-separated
 ``PROMETHEUS_MULTIPROC_DIR``           where worker processes keep their metrics                       unset: off
 =====================================  ==============================================================  ==========
 
@@ -33,16 +36,21 @@ This module imports nothing heavy: every ``crmsync`` command reads it.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = [
     "DEFAULT_REDIS_URL",
+    "DEFAULT_SECRET_DIRS",
     "MULTIPROC_ENV",
     "BrokerSettings",
+    "SecretSettings",
     "WorkerSettings",
     "actor",
     "configured_redis_url",
@@ -54,6 +62,7 @@ __all__ = [
 ]
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_SECRET_DIRS = "/run/secrets"  # noqa: S105 (a directory, not a password)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LOG_FORMATS = ("json", "console")
 _BULK_MODES = ("auto", "never", "always")
@@ -204,4 +213,58 @@ class BrokerSettings:
             url=redis_url(environ),
             heartbeat_timeout_s=positive_setting("CRMSYNC_BROKER_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout_s, environ),
             maintenance_chance=int(min(chance, 1_000_000)),
+        )
+
+
+# A login host as CRMSYNC_LOGIN_HOSTS lists it: a lower-case DNS name or an IP address, and a port (None: any).
+LoginHost = tuple[str, int | None]
+_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+
+
+def _secret_dirs(raw: str) -> tuple[Path, ...]:
+    dirs = tuple(Path(entry) for entry in raw.split(":") if entry)
+    for directory in dirs:
+        if not directory.is_absolute() or os.path.normpath(directory) == "/":
+            # The root would let a reference name any file on the host (/proc/self/environ): the very thing to stop.
+            raise ValueError(f"CRMSYNC_SECRET_DIRS={raw!r}: expected absolute directories other than /, "
+                             f"separated by ':', such as {DEFAULT_SECRET_DIRS}")
+    return dirs
+
+
+def _login_host(entry: str, raw: str) -> LoginHost:
+    try:
+        parts = urlsplit(f"//{entry}")
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number from 0 to 65535
+        host, port = None, None
+    if host is None or parts.netloc != entry or parts.username is not None \
+            or not (_HOST_NAME.fullmatch(host) or _is_ip(host)):
+        raise ValueError(f"CRMSYNC_LOGIN_HOSTS={raw!r}: {entry!r} is not a host or host:port, "
+                         "such as login.example.com or 127.0.0.1:8443")
+    return host, port
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class SecretSettings:
+    """Where a connection's secrets may be read from and sent to (see the module's table for each variable)."""
+
+    secret_dirs: tuple[Path, ...] = (Path(DEFAULT_SECRET_DIRS),)
+    login_hosts: tuple[LoginHost, ...] = ()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SecretSettings:
+        """Read the settings, refusing malformed values with a message naming the variable."""
+        env = _env(environ)
+        hosts = env.get("CRMSYNC_LOGIN_HOSTS", "")
+        return cls(
+            secret_dirs=_secret_dirs(env.get("CRMSYNC_SECRET_DIRS", "")) or cls.secret_dirs,
+            login_hosts=tuple(_login_host(entry.strip(), hosts) for entry in hosts.split(",") if entry.strip()),
         )

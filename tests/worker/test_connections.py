@@ -20,7 +20,7 @@ from worker.salesforce.connections import Connection, ConnectionStore
 
 SECRET = "s3cr3t-client-secret-value-0123456789"
 REFRESH = "5Aep-refresh-token-value-9876543210"
-LOGIN = "https://login.example.test"
+LOGIN = "https://login.salesforce.com"
 
 
 @pytest.fixture
@@ -94,8 +94,7 @@ def test_client_credentials_connection_round_trips(store: ConnectionStore, secre
     assert conn.client_secret_ref == f"file:{secret_file}"
     assert conn.private_key_ref is None
     assert conn.refresh_token_ref is None
-    assert conn.login_url == LOGIN  # trailing slash dropped: token_url must not get "//"
-    assert conn.token_url == LOGIN + "/services/oauth2/token"
+    assert conn.login_url == LOGIN  # trailing slash dropped: the token URL must not get "//"
     assert conn.environment == "production"
     assert conn.ever_production is True
     assert before <= conn.connected_at <= after
@@ -143,21 +142,21 @@ def test_relative_secret_path_is_stored_absolute(store: ConnectionStore, secret_
 
 def test_client_secret_from_environment(store: ConnectionStore, redis_client: redis.Redis,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ACME_SF_SECRET", SECRET)
+    monkeypatch.setenv("CRMSYNC_SECRET_ACME", SECRET)
     conn = store.connect("acme", environment="production", login_url=LOGIN, client_id="cid",
-                         client_secret_env="ACME_SF_SECRET")
-    assert conn.client_secret_ref == "env:ACME_SF_SECRET"
+                         client_secret_env="CRMSYNC_SECRET_ACME")
+    assert conn.client_secret_ref == "env:CRMSYNC_SECRET_ACME"
     assert SECRET not in redis_text(redis_client)
 
-    monkeypatch.delenv("ACME_SF_SECRET")
-    with pytest.raises(ConnectionRefused, match="ACME_SF_SECRET is not set"):
+    monkeypatch.delenv("CRMSYNC_SECRET_ACME")
+    with pytest.raises(ConnectionRefused, match="CRMSYNC_SECRET_ACME is not set"):
         store.connect("other", environment="production", login_url=LOGIN, client_id="cid",
-                      client_secret_env="ACME_SF_SECRET")
+                      client_secret_env="CRMSYNC_SECRET_ACME")
     assert store.all() == [conn]
 
 
 def test_sandbox_then_production_is_allowed(store: ConnectionStore, secret_file: Path) -> None:
-    sandbox = connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.example.test")
+    sandbox = connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.salesforce.com")
     assert sandbox.ever_production is False
     production = connect_cc(store, "acme", secret_file, environment="production")
     assert production.environment == "production"
@@ -171,7 +170,7 @@ def test_production_then_sandbox_is_refused_and_nothing_written(store: Connectio
     production = connect_cc(store, "acme", secret_file, environment="production")
     before = snapshot(redis_client)
     with pytest.raises(ConnectionRefused, match="connected to a production org and cannot be connected to a sandbox"):
-        connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.example.test")
+        connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.salesforce.com")
     assert snapshot(redis_client) == before
     assert store.get("acme") == production
 
@@ -194,7 +193,7 @@ def test_a_production_connect_racing_a_sandbox_connect_wins(store: ConnectionSto
     monkeypatch.setattr("worker.salesforce.connections.text", production_connect_in_between)
     try:
         with pytest.raises(ConnectionRefused):
-            connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.example.test")
+            connect_cc(store, "acme", secret_file, environment="sandbox", login_url="https://test.salesforce.com")
     finally:
         other.close()
     assert raced == [True]
@@ -205,7 +204,7 @@ def test_a_production_connect_racing_a_sandbox_connect_wins(store: ConnectionSto
 def test_ever_production_survives_reconnects(store: ConnectionStore, secret_file: Path, key_file: Path) -> None:
     connect_cc(store, "acme", secret_file, environment="production")
     # Reconnect to production with another grant and URL: still flagged, and a sandbox is still refused.
-    again = store.connect("acme", environment="production", login_url="https://acme.my.example.test",
+    again = store.connect("acme", environment="production", login_url="https://acme.my.salesforce.com",
                           client_id="cid-2", private_key_file=str(key_file), username="u@example.com")
     assert again.ever_production is True
     assert store.get("acme").ever_production is True
@@ -219,7 +218,7 @@ def test_reconnect_replaces_the_connection(store: ConnectionStore, secret_file: 
                                            redis_client: redis.Redis) -> None:
     first = store.connect("acme", environment="sandbox", login_url=LOGIN, client_id="cid-1",
                           private_key_file=str(key_file), username="u@example.com", ca_bundle=str(secret_file))
-    second = connect_cc(store, "acme", secret_file, environment="production", login_url="https://other.example.test")
+    second = connect_cc(store, "acme", secret_file, environment="production", login_url="https://other.my.salesforce.com")
     assert second.connection_id != first.connection_id
     got = store.get("acme")
     assert got == second
@@ -227,7 +226,7 @@ def test_reconnect_replaces_the_connection(store: ConnectionStore, secret_file: 
     assert got.private_key_ref is None
     assert got.username is None
     assert got.ca_bundle is None
-    assert got.login_url == "https://other.example.test"
+    assert got.login_url == "https://other.my.salesforce.com"
     assert "private_key_ref" not in redis_client.hgetall(keys.connection("acme"))
     assert store.all() == [second]
     assert redis_client.smembers(keys.CONNECTIONS) == {"acme"}
@@ -288,7 +287,7 @@ def test_missing_refresh_token_key_and_ca_files_are_refused(store: ConnectionSto
     with pytest.raises(ConnectionRefused, match=r"private key: secret file .*nope does not exist"):
         store.connect("acme", environment="production", login_url=LOGIN, client_id="cid",
                       private_key_file=missing, username="u@example.com")
-    with pytest.raises(ConnectionRefused, match=r"CA bundle: secret file .*nope does not exist"):
+    with pytest.raises(ConnectionRefused, match=r"CA bundle: .*nope does not exist or is not a readable file"):
         store.connect("acme", environment="production", login_url=LOGIN, client_id="cid",
                       client_secret_file=str(secret_file), ca_bundle=missing)
     assert snapshot(redis_client) == {}
@@ -302,9 +301,9 @@ def test_private_key_that_is_not_a_pem_key_is_refused(store: ConnectionStore, se
 
 
 @pytest.mark.parametrize("url", [
-    "http://login.example.test", "ftp://login.example.test", "login.example.test", "https://",
-    "https://user:pw@login.example.test", "https://login.example.test?x=1", "https://login.example.test#f",
-    "https://login.example.test:99999", "",
+    "http://login.salesforce.com", "ftp://login.salesforce.com", "login.salesforce.com", "https://",
+    "https://user:pw@login.salesforce.com", "https://login.salesforce.com?x=1", "https://login.salesforce.com#f",
+    "https://login.salesforce.com:99999", "",
 ])
 def test_login_url_must_be_plain_https(store: ConnectionStore, secret_file: Path, url: str,
                                        redis_client: redis.Redis) -> None:
@@ -324,8 +323,8 @@ def test_login_url_must_be_plain_https(store: ConnectionStore, secret_file: Path
 def test_grant_options_are_checked(*, store: ConnectionStore, secret_file: Path, key_file: Path, refresh_file: Path,
                                    monkeypatch: pytest.MonkeyPatch, options: dict[str, str], message: str,
                                    redis_client: redis.Redis) -> None:
-    monkeypatch.setenv("X", SECRET)
-    files = {"S": str(secret_file), "K": str(key_file), "R": str(refresh_file)}
+    monkeypatch.setenv("CRMSYNC_SECRET_X", SECRET)
+    files = {"S": str(secret_file), "K": str(key_file), "R": str(refresh_file), "X": "CRMSYNC_SECRET_X"}
     resolved = {name: files.get(value, value) for name, value in options.items()}
     with pytest.raises(ConnectionRefused, match=message):
         store.connect("acme", environment="production", login_url=LOGIN, client_id="cid", **resolved)

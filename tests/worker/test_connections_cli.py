@@ -15,7 +15,7 @@ from worker.cli import register
 from worker.errors import CommandError, ConnectionRefused
 
 SECRET = "cli-secret-value-abcdef0123456789"
-LOGIN = "https://login.example.test"
+LOGIN = "https://login.salesforce.com"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,18 +71,18 @@ def test_connect_then_list(env: redis.Redis, secret_file: str, capsys: pytest.Ca
 
 def test_no_secret_in_any_output(env: redis.Redis, secret_file: str, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SF_SECRET", SECRET)
+    monkeypatch.setenv("CRMSYNC_SECRET_SF", SECRET)
     refresh = tmp_path / "refresh"
     refresh.write_text("refresh-" + SECRET)
     run(*connect_args("acme", "production", secret_file))
     run("connect", "globex", "--environment", "production", "--login-url", LOGIN, "--client-id", "c",
-        "--client-secret-env", "SF_SECRET")
+        "--client-secret-env", "CRMSYNC_SECRET_SF")
     run("connect", "initech", "--environment", "production", "--login-url", LOGIN, "--client-id", "c",
         "--refresh-token-file", str(refresh), "--client-secret-file", secret_file)
     run("connections")
     run("connections", "--json")
     captured = capsys.readouterr()
-    assert "env:SF_SECRET" in captured.out  # references are shown...
+    assert "env:CRMSYNC_SECRET_SF" in captured.out  # references are shown...
     assert SECRET not in captured.out + captured.err  # ...secrets never
 
 

@@ -236,12 +236,12 @@ def test_secret_gone_at_token_time(emu: EmulatorServer, acme: OrgInfo, store: Co
 
 def test_env_secret_read_at_token_time(emu: EmulatorServer, acme: OrgInfo, store: ConnectionStore,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ACME_SECRET", acme.client_secret)
+    monkeypatch.setenv("CRMSYNC_SECRET_ACME", acme.client_secret)
     conn = store.connect("acme", environment="production", login_url=emu.base_url, client_id=acme.client_id,
-                         client_secret_env="ACME_SECRET", ca_bundle=emu.ca_bundle)
+                         client_secret_env="CRMSYNC_SECRET_ACME", ca_bundle=emu.ca_bundle)
     assert_token_works(emu, "acme", TokenClient(conn).fetch())
-    monkeypatch.setenv("ACME_SECRET", "")
-    with pytest.raises(AuthFailed, match="ACME_SECRET is not set or empty"):
+    monkeypatch.setenv("CRMSYNC_SECRET_ACME", "")
+    with pytest.raises(AuthFailed, match="CRMSYNC_SECRET_ACME is not set or empty"):
         TokenClient(conn).fetch()
 
 

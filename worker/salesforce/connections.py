@@ -7,10 +7,18 @@ written (as Marketo Measure does), so production data never flows into a sandbox
 Secrets (client secret, JWT private key, refresh token) are never stored: only a reference to where they live
 (``file:/abs/path`` or ``env:NAME``), checked for readability at connect time and read again when a token is
 needed. Access tokens are never stored either (see ``worker.salesforce.oauth``).
+
+Secrets go only where they belong: a reference must name a file inside ``CRMSYNC_SECRET_DIRS`` or a
+``CRMSYNC_SECRET_*`` variable (``worker.secrets``), and the login URL, where token requests carry them, must be
+a Salesforce login host or one listed in ``CRMSYNC_LOGIN_HOSTS`` (``check_login_url``). Connect refuses
+anything else; the worker checks both again before each token request, so a connection stored before these
+rules, or written by hand, gets no further.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,12 +34,14 @@ from quota.validation import TENANT_PATTERN, validate_tenant
 from worker import keys
 from worker.errors import ConnectionRefused, NotConnected, SecretUnavailable
 from worker.secrets import env_ref, file_ref, read_secret
+from worker.settings import SecretSettings
 
 __all__ = [
     "Connection",
     "ConnectionStore",
     "Environment",
     "GrantType",
+    "check_login_url",
 ]
 
 Environment = Literal["sandbox", "production"]
@@ -41,6 +51,11 @@ _ENVIRONMENTS: tuple[Environment, ...] = ("sandbox", "production")
 _GRANTS: tuple[GrantType, ...] = ("client_credentials", "jwt_bearer", "refresh_token")
 _REQUIRED_FIELDS = ("connection_id", "environment", "login_url", "client_id", "grant", "connected_at")
 _OPTIONAL_FIELDS = ("client_secret_ref", "private_key_ref", "refresh_token_ref", "username", "ca_bundle")
+_SALESFORCE_LOGIN_HOSTS = ("login.salesforce.com", "test.salesforce.com")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+# My Domain login hosts: NAME.my.salesforce.com, and a sandbox's NAME--SANDBOX.sandbox.my.salesforce.com.
+_MY_DOMAIN = re.compile(rf"{_LABEL}\.my\.salesforce\.com|{_LABEL}--{_LABEL}\.sandbox\.my\.salesforce\.com")
+_HTTPS_PORT = 443
 
 
 @dataclass(frozen=True)
@@ -60,11 +75,6 @@ class Connection:
     ca_bundle: str | None
     connected_at: datetime
     ever_production: bool
-
-    @property
-    def token_url(self) -> str:
-        """The OAuth token endpoint of the login host."""
-        return f"{self.login_url}/services/oauth2/token"
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able values (references, not secrets)."""
@@ -91,8 +101,10 @@ class ConnectionStore:
     Redis errors (``redis.RedisError``) propagate unchanged; the CLI turns them into a one-line failure.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, secrets: SecretSettings | None = None) -> None:
         self.redis = client
+        # Where connect lets secrets come from and go to; None: read from the environment at each connect.
+        self.secrets = secrets
 
     def connect(self, tenant: str, *, environment: str, login_url: str, client_id: str,
                 client_secret_file: str | None = None, client_secret_env: str | None = None,
@@ -102,19 +114,22 @@ class ConnectionStore:
 
         The grant follows from the options: a client secret alone is ``client_credentials``; a private key and
         a username is ``jwt_bearer``; a refresh token (with an optional client secret) is ``refresh_token``.
-        Every referenced secret must be readable now; it is checked, not stored. Raises ``ConnectionRefused``
-        (nothing written) for bad input, a missing secret, or a sandbox after production.
+        Every referenced secret must be readable now, from a secret directory or a ``CRMSYNC_SECRET_*`` variable;
+        it is checked, not stored. Raises ``ConnectionRefused`` (nothing written) for bad input, a login URL that
+        is not an allowed login host, a missing or misplaced secret, or a sandbox after production.
         """
         validate_tenant(tenant)
+        settings = self._secret_settings()
         env = _environment(environment)
-        url = _login_url(login_url)
+        url = check_login_url(login_url, settings)
         client_id = _one_line("client id", client_id)
-        secret_ref = _client_secret_ref(client_secret_file, client_secret_env)
+        secret_ref = _client_secret_ref(client_secret_file, client_secret_env, settings)
         grant = _grant(secret_ref, private_key_file, username, refresh_token_file)
-        key_ref = _checked_ref(file_ref, private_key_file, "private key") if private_key_file else None
+        key_ref = _checked_ref(file_ref, private_key_file, "private key", settings) if private_key_file else None
         if key_ref is not None:
-            _check_private_key(key_ref)
-        refresh_ref = _checked_ref(file_ref, refresh_token_file, "refresh token") if refresh_token_file else None
+            _check_private_key(key_ref, settings)
+        refresh_ref = _checked_ref(file_ref, refresh_token_file, "refresh token", settings) \
+            if refresh_token_file else None
         subject = _one_line("username", username) if username is not None else None
         bundle = _ca_bundle(ca_bundle) if ca_bundle is not None else None
 
@@ -130,6 +145,14 @@ class ConnectionStore:
         # it; only the listing misses it until the next connect. SADD is idempotent.
         self.redis.sadd(keys.CONNECTIONS, tenant)
         return connection
+
+    def _secret_settings(self) -> SecretSettings:
+        if self.secrets is not None:
+            return self.secrets
+        try:
+            return SecretSettings.from_env()
+        except ValueError as exc:  # a malformed CRMSYNC_SECRET_DIRS / CRMSYNC_LOGIN_HOSTS: one line, exit 2
+            raise ConnectionRefused(str(exc)) from None
 
     def _write(self, connection: Connection) -> Connection:
         key = keys.connection(connection.tenant)
@@ -241,20 +264,37 @@ def _environment(value: str) -> Environment:
     return value
 
 
-def _login_url(value: str) -> str:
+def check_login_url(value: str, settings: SecretSettings) -> str:
+    """``value`` as ``https://host[:port]`` if it is a login URL secrets may be sent to; else ``ConnectionRefused``.
+
+    Allowed: ``https://login.salesforce.com``, ``https://test.salesforce.com``, a My Domain
+    (``https://NAME.my.salesforce.com``, ``https://NAME--SANDBOX.sandbox.my.salesforce.com``), all on port 443,
+    or a host listed in ``CRMSYNC_LOGIN_HOSTS`` (any port, or the one listed). The result is rebuilt from the
+    parsed host and port, so what is checked is exactly where token requests go.
+    """
+    usage = ("use https://login.salesforce.com, https://test.salesforce.com or a My Domain "
+             "(https://NAME.my.salesforce.com), or list the host in CRMSYNC_LOGIN_HOSTS")
     try:
-        parts = urlsplit(value.strip())
-        _ = parts.port  # raises ValueError on a port that is not a number in range
+        parts = urlsplit(value)
+        host, port = parts.hostname, parts.port  # .port raises ValueError on a port that is not a number in range
     except ValueError:
-        parts = None
-    if parts is None or parts.scheme != "https" or not parts.hostname:
+        host, port = None, None
+    if host is None or not value.isascii() or any(not ch.isprintable() or ch.isspace() for ch in value) \
+            or parts.scheme != "https" or parts.path.rstrip("/"):
         # Plain http would send client secrets and assertions in clear text; the emulator serves HTTPS too.
-        raise ConnectionRefused(f"invalid login URL {value!r}: use https://host[:port] "
-                                "(e.g. https://login.salesforce.com or https://test.salesforce.com)")
+        raise ConnectionRefused(f"invalid login URL {value!r}: {usage} (https://host[:port], nothing more)")
     if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-        # Credentials in the URL would be stored in Redis in clear; a query or fragment has no meaning here.
-        raise ConnectionRefused("invalid login URL: it must not carry user info, a query or a fragment")
-    return f"https://{parts.netloc}{parts.path.rstrip('/')}"
+        # User info moves the host ("https://x.my.salesforce.com@evil.example" goes to evil.example); a query or
+        # a fragment has no meaning here.
+        raise ConnectionRefused(f"invalid login URL {value!r}: it must not carry user info, a query or a fragment")
+    port = None if port == _HTTPS_PORT else port
+    salesforce = port is None and (host in _SALESFORCE_LOGIN_HOSTS or _MY_DOMAIN.fullmatch(host) is not None)
+    listed = any(host == allowed and (allowed_port is None or allowed_port == (port or _HTTPS_PORT))
+                 for allowed, allowed_port in settings.login_hosts)
+    if not (salesforce or listed):
+        raise ConnectionRefused(f"invalid login URL {value!r}: {host} is not a Salesforce login host: {usage}")
+    netloc = f"[{host}]" if ":" in host else host
+    return f"https://{netloc}" + (f":{port}" if port is not None else "")
 
 
 def _one_line(what: str, value: str) -> str:
@@ -263,22 +303,22 @@ def _one_line(what: str, value: str) -> str:
     return value
 
 
-def _checked_ref(make: Callable[[str], str], where: str, what: str) -> str:
+def _checked_ref(make: Callable[[str], str], where: str, what: str, settings: SecretSettings) -> str:
     try:
         ref = make(where)
-        read_secret(ref)  # read to prove it is there; the value is dropped at once
+        read_secret(ref, settings)  # read to prove it is there and allowed; the value is dropped at once
     except SecretUnavailable as exc:
         raise ConnectionRefused(f"{what}: {exc}") from None
     return ref
 
 
-def _client_secret_ref(secret_file: str | None, secret_env: str | None) -> str | None:
+def _client_secret_ref(secret_file: str | None, secret_env: str | None, settings: SecretSettings) -> str | None:
     if secret_file is not None and secret_env is not None:
         raise ConnectionRefused("give the client secret either as a file or as an environment variable, not both")
     if secret_file is not None:
-        return _checked_ref(file_ref, secret_file, "client secret")
+        return _checked_ref(file_ref, secret_file, "client secret", settings)
     if secret_env is not None:
-        return _checked_ref(env_ref, secret_env, "client secret")
+        return _checked_ref(env_ref, secret_env, "client secret", settings)
     return None
 
 
@@ -302,9 +342,9 @@ def _grant(secret_ref: str | None, private_key_file: str | None, username: str |
     raise ConnectionRefused(f"no credentials given: {usage}")
 
 
-def _check_private_key(ref: str) -> None:
+def _check_private_key(ref: str, settings: SecretSettings) -> None:
     try:
-        load_pem_private_key(read_secret(ref).encode(), password=None)
+        load_pem_private_key(read_secret(ref, settings).encode(), password=None)
     except (ValueError, TypeError, SecretUnavailable):
         # The parser's own message is dropped: we never risk echoing key material.
         raise ConnectionRefused(f"private key: {ref.removeprefix('file:')} is not an unencrypted PEM private key") \
@@ -312,5 +352,8 @@ def _check_private_key(ref: str) -> None:
 
 
 def _ca_bundle(path: str) -> str:
-    ref = _checked_ref(file_ref, path, "CA bundle")
-    return ref.removeprefix("file:")
+    # Certificates are public and nothing of the file is ever sent: a CA bundle may live anywhere.
+    absolute = os.path.abspath(os.path.expanduser(path)) if path else ""
+    if not os.path.isfile(absolute) or not os.access(absolute, os.R_OK):
+        raise ConnectionRefused(f"CA bundle: {absolute or 'empty path'} does not exist or is not a readable file")
+    return absolute
