@@ -19,6 +19,8 @@
      ├── DeliveryFailed                                 one webhook or email delivery attempt failed
      ├── BulkJobLost                                    a Bulk job that cannot go on (failed, aborted, gone):
      │                                                  recreated, or the job goes on by REST
+     ├── UnsafeRequest                                  a Salesforce request not sent or followed: a URL off the
+     │                                                  tenant's instance or outside Salesforce's shape, a redirect
      ├── JobBusy                                        another job holds the tenant's object: sent again later
      ├── SliceEnded                                     a long job used its time slice: checkpointed, sent again
      └── StartFailed (RuntimeError)                     a process of ``crmsync run`` exited or never became ready
@@ -51,6 +53,7 @@ __all__ = [
     "SecretUnavailable",
     "SliceEnded",
     "StartFailed",
+    "UnsafeRequest",
     "WorkerError",
 ]
 
@@ -146,6 +149,13 @@ class BulkJobLost(WorkerError):
         self.job_id = job_id
         self.state = state
         super().__init__(f"Bulk job {job_id} is {state}" + (f": {detail}" if detail else ""))
+
+
+class UnsafeRequest(WorkerError):
+    """A Salesforce request the worker will not send or follow, as it could carry the tenant's bearer token off
+    its instance: a URL read back from Redis or sent by Salesforce that is not in Salesforce's shape, a request
+    to another host than the tenant's instance, or a redirect. Nothing was sent for it (a redirect's own
+    request was, and stays charged)."""
 
 
 class JobBusy(WorkerError):

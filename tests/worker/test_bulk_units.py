@@ -348,7 +348,7 @@ class PagedSalesforce:
         first, rest = self.records[:REST_PAGE], self.records[REST_PAGE:]
         if what == "query":
             return {"totalSize": len(self.records), "done": not rest, "records": first,
-                    **({"nextRecordsUrl": "/services/data/v59.0/query/01g-2000"} if rest else {})}
+                    **({"nextRecordsUrl": "/services/data/v59.0/query/01gRO0000016PIAYA2-2000"} if rest else {})}
         if what == "query_more":
             return {"totalSize": len(self.records), "done": True, "records": rest}
         if what == "bulk_query_create":

@@ -1,4 +1,5 @@
-"""Which requests cost a credit, how Sforce-Limit-Info is read, and when a credit goes back."""
+"""Which requests cost a credit, how Sforce-Limit-Info is read, the retry policy and the org usage cache (when a
+credit goes back is proven on real sockets in test_refunds.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import threading
 import pytest
 import redis
 import requests
-import urllib3.exceptions
 
 from tests.conftest import wait_until
 from worker import keys
 from worker.salesforce.retry import RetryPolicy, is_concurrency_limit, is_daily_org_limit, is_transient
-from worker.salesforce.session import OrgUsage, OrgUsageCache, is_metered, never_sent, parse_limit_info
+from worker.salesforce.session import OrgUsage, OrgUsageCache, is_metered, parse_limit_info
 from worker.settings import WorkerSettings
 
 
@@ -42,20 +42,6 @@ def test_which_requests_are_metered(url: str, metered: bool) -> None:
 ])
 def test_limit_info_is_parsed_unanchored(header: str | None, expected: tuple[int, int] | None) -> None:
     assert parse_limit_info(header) == expected
-
-
-def _wrapped(reason: Exception) -> requests.ConnectionError:
-    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/x", reason))  # type: ignore[arg-type]
-
-
-def test_only_errors_that_prove_nothing_was_sent_are_refunded() -> None:
-    refused = urllib3.exceptions.NewConnectionError(None, "refused")  # type: ignore[arg-type]
-    assert never_sent(_wrapped(refused))
-    assert never_sent(requests.exceptions.ConnectTimeout())
-    assert never_sent(requests.exceptions.SSLError())
-    dropped = urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
-    assert not never_sent(requests.ConnectionError(dropped))
-    assert not never_sent(requests.exceptions.ReadTimeout())
 
 
 class _Refused(Exception):

@@ -13,6 +13,7 @@ def rec(record_id: str, stamp: str) -> dict[str, str]:
 
 A = "2024-05-07T22:07:19.000+0000"
 B = "2024-05-07T22:07:20.000+0000"
+NEXT = "/services/data/v59.0/query/01gRO0000016PIAYA2-2000"
 
 
 def test_watermark_moves_when_the_read_completes() -> None:
@@ -30,7 +31,7 @@ def test_an_empty_read_keeps_the_watermark() -> None:
 
 
 def test_checkpoint_round_trips_and_is_dropped_for_another_connection(redis_client: redis.Redis) -> None:
-    cp = PullCheckpoint(connection_id="c1", watermark=A, boundary={"1": A}, next_url="/x", run_high=B,
+    cp = PullCheckpoint(connection_id="c1", watermark=A, boundary={"1": A}, next_url=NEXT, run_high=B,
                         run_boundary={"2": B})
     cp.save(redis_client, "acme", "Lead")
     assert PullCheckpoint.load(redis_client, "acme", "Lead", "c1") == cp

@@ -5,6 +5,10 @@ watermark (same Id and SystemModstamp) are skipped, so a record changed in the s
 watermark is never missed and an unchanged one is never delivered twice. After each page the position is
 checkpointed in Redis: a job that stops halfway continues from the next page (by ``nextRecordsUrl``, or, if
 Salesforce no longer knows that locator, by querying again from the highest SystemModstamp delivered).
+
+Whatever can write the checkpoint could aim the next request elsewhere, so a stored next page or Bulk job
+that is not in Salesforce's shape is discarded when the checkpoint is read (logged with the reason), and the
+read goes on by querying again, as after an expired locator.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ import structlog
 from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest, SalesforceResourceNotFound
 
 from worker import keys
-from worker.errors import BulkJobLost, SliceEnded
+from worker.errors import BulkJobLost, SliceEnded, UnsafeRequest
 from worker.jobs.bulk import NO_BULK, BulkOptions, read_records, wait_for_job
 from worker.jobs.cost import BULK_RESULTS_PAGE, bulk_pull_cost, choose, rest_pull_cost
 from worker.jobs.sink import Sink
 from worker.jobs.state import JobStore
 from worker.salesforce import bulk as bulk_api
-from worker.salesforce.client import TenantSalesforce
+from worker.salesforce.client import TenantSalesforce, next_records_path
 from worker.salesforce.retry import salesforce_error_code
 from worker.salesforce.soql import pull_query
 
@@ -56,14 +60,35 @@ class PullCheckpoint:
         try:
             data = json.loads(raw) if raw else None
             stored = cls(**data) if isinstance(data, dict) else None
-            if stored is not None and isinstance(stored.bulk, dict):
-                stored.bulk = BulkRead(**stored.bulk)
+            if stored is not None and stored.bulk is not None:
+                stored.bulk = BulkRead(**cast(dict[str, Any], stored.bulk))
         except (TypeError, ValueError):
             log.warning("checkpoint_unreadable", tenant=tenant, object=sobject)
             stored = None
         if stored is None or stored.connection_id != connection_id:
             return cls(connection_id=connection_id)
+        stored._discard_unsafe(tenant, sobject)
         return stored
+
+    def _discard_unsafe(self, tenant: str, sobject: str) -> None:
+        """Drop a next page or Bulk read not in Salesforce's shape: the read goes on from the highest
+        SystemModstamp delivered (the watermark, if none yet), skipping the Ids delivered there, so no record is
+        missed or delivered twice by REST (a Bulk read starts again from where it began, as when its job is lost)."""
+        if self.next_url is not None:
+            try:
+                next_records_path(self.next_url)
+            except UnsafeRequest as exc:
+                log.warning("checkpoint_discarded", tenant=tenant, object=sobject, part="next_url", reason=str(exc))
+                self.next_url = None
+        read = self.bulk
+        if read is not None:
+            try:
+                bulk_api.check_job_id(read.job_id)
+                if read.locator is not None:
+                    bulk_api.check_locator(read.locator)
+            except UnsafeRequest as exc:
+                log.warning("checkpoint_discarded", tenant=tenant, object=sobject, part="bulk", reason=str(exc))
+                self.run_high, self.run_boundary, self.bulk = read.since, read.skip, None
 
     def save(self, client: redis.Redis, tenant: str, sobject: str) -> None:
         """Write the checkpoint."""
@@ -196,8 +221,10 @@ def _rest_read(pull: _Pull) -> PullResult:
     page, fresh_query = _first_page(pull.sf, cp, pull.sobject, pull.fields)
     while True:
         records = page.get("records", [])
+        # Checked before delivery: a page whose successor cannot be followed is not delivered (nor checkpointed).
+        following = None if page.get("done", True) else next_records_path(page.get("nextRecordsUrl"))
         pull.deliver(records, cp.delivered_at_start())
-        cp.advance(records, None if page.get("done", True) else page["nextRecordsUrl"])
+        cp.advance(records, following)
         pull.save()
         log.info("page_delivered", tenant=tenant, object=pull.sobject, records=len(records), done=cp.next_url is None)
         if cp.next_url is None:
@@ -276,7 +303,8 @@ def run_bulk_read(pull: _Pull) -> PullResult:
                 raise
             pull.bulk.budgets.spent("query_storage_mb" if "size" in message else "query_jobs", message)
             return _rest_read(pull)
-        cp.bulk = BulkRead(job_id=str(info["id"]), since=since, skip=dict(cp.delivered_at_start()))
+        job_id = bulk_api.check_job_id(info.get("id"))  # stored, then used in paths
+        cp.bulk = BulkRead(job_id=job_id, since=since, skip=dict(cp.delivered_at_start()))
         pull.save()
     read = cp.bulk
     if read.pages == 0:

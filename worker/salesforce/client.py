@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,16 +13,30 @@ import tenacity
 from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceExpiredSession, SalesforceRefusedRequest
 
-from worker.errors import AuthFailed, OrgLimitExceeded
+from worker.errors import AuthFailed, OrgLimitExceeded, UnsafeRequest
 from worker.salesforce.oauth import AccessToken
 from worker.salesforce.retry import RetryPolicy, is_daily_org_limit, salesforce_error_code
 from worker.salesforce.session import MeteredSession
 
-__all__ = ["API_VERSION", "CachedTokens", "TenantSalesforce", "TokenSource"]
+__all__ = ["API_VERSION", "CachedTokens", "TenantSalesforce", "TokenSource", "next_records_path"]
 
 API_VERSION = "59.0"
 T = TypeVar("T")
 log = structlog.get_logger("crmsync.salesforce")
+# A query's next page as Salesforce writes nextRecordsUrl, e.g. /services/data/v59.0/query/01gRO0000016PIAYA2-500:
+# the API version, then the query locator, an 18-character (or 15) id and the offset of the page. queryAll's
+# pages use /query/ too, and our pulls never use queryAll.
+_NEXT_RECORDS = re.compile(r"/services/data/v[0-9]{2,3}\.[0-9]/query/(?:[A-Za-z0-9]{15}|[A-Za-z0-9]{18})-[0-9]{1,9}")
+
+
+def next_records_path(value: object) -> str:
+    """``value`` when it is a query's next-records path as Salesforce writes it; raises ``UnsafeRequest`` for
+    anything else. simple-salesforce appends the path to ``https://{instance}``, so a value such as
+    ``.evil.example/x`` or ``@evil.example/x`` would send the tenant's bearer token to another host."""
+    if not isinstance(value, str) or not _NEXT_RECORDS.fullmatch(value):
+        shown = repr(value[:100]) if isinstance(value, str) else type(value).__name__
+        raise UnsafeRequest(f"not a Salesforce next-records path: {shown}")
+    return value
 
 
 class TokenSource(Protocol):
@@ -74,7 +89,9 @@ class TenantSalesforce:
         self.version = version
 
     def _client(self, token: AccessToken) -> Salesforce:
-        # session_id auth makes no login call and never retries a 401 by itself.
+        # session_id auth makes no login call and never retries a 401 by itself. The session sends only to the
+        # instance the token was issued for.
+        self.session.bind(token.instance_url)
         return Salesforce(
             instance_url=token.instance_url, session_id=token.access_token, session=self.session, version=self.version
         )

@@ -1,9 +1,21 @@
 """The one place every Salesforce request passes through: a credit first, then the request.
 
 simple-salesforce is handed a ``MeteredSession``. Its ``send`` sees every HTTP request simple-salesforce
-makes (each query page, each retry, each redirect), takes one credit from the tenant's bucket for each one
-Salesforce counts, refunds the credit when the request was certainly never sent, and records the org's own
-usage from the ``Sforce-Limit-Info`` header.
+makes (each query page, each retry), takes one credit from the tenant's bucket for each one Salesforce counts,
+refunds the credit only when the request provably never left, and records the org's own usage from the
+``Sforce-Limit-Info`` header.
+
+Proof that a request never left comes from the connections themselves: the session's connections note, per
+thread, when they start connecting and when they write the request's first byte. A request whose connect
+was refused or timed out, or whose TLS handshake failed, wrote nothing, so Salesforce cannot have counted it;
+any failure after the first byte (a reset, a read timeout, a TLS error while reading the answer) may have
+been counted, and stays charged.
+
+Redirects are never followed: a 3xx answer with a ``Location`` raises ``UnsafeRequest`` (its own request stays
+charged). Salesforce's REST API answers requests itself, so a redirect means the instance moved or something
+in between rewrites traffic; following it could spend credits Salesforce counts for each hop, or carry the
+bearer token to another host. Once bound to the tenant's instance (``bind``), the session also refuses to send
+anything to any other host.
 """
 
 from __future__ import annotations
@@ -14,17 +26,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import redis
 import requests
+import requests.adapters
 import structlog
-import urllib3.exceptions
+import urllib3
+import urllib3.connection
 
 from quota.bucket import CreditBucket, Grant
 from quota.errors import QuotaExhausted
 from worker import keys
-from worker.errors import OrgLimitExceeded
+from worker.errors import OrgLimitExceeded, UnsafeRequest
 from worker.settings import WorkerSettings
 
 __all__ = [
@@ -34,7 +48,6 @@ __all__ = [
     "OrgUsageCache",
     "RequestEvent",
     "is_metered",
-    "never_sent",
     "parse_limit_info",
 ]
 
@@ -60,17 +73,72 @@ def parse_limit_info(header: str | None) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def never_sent(error: BaseException) -> bool:
-    """Whether a requests error proves the request never reached Salesforce (so it cannot have counted).
+class _Wire(threading.local):
+    """What the request in flight on this thread did on the wire, as the session's connections report it."""
 
-    A refused or timed-out connect, or a failed TLS handshake, sends nothing. A connection dropped after
-    the request went out may have been counted, so it is not refunded.
-    """
-    if isinstance(error, requests.exceptions.ConnectTimeout | requests.exceptions.SSLError):
-        return True
-    reason: Any = error.args[0] if error.args else None
-    reason = getattr(reason, "reason", reason)  # urllib3 wraps the cause in MaxRetryError
-    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
+    connected: bool = False  # one of our connections started connecting or sending for it
+    wrote: bool = False  # a byte of it was handed to the socket
+
+
+_wire = _Wire()
+
+
+class _WatchedConnection(urllib3.connection.HTTPConnection):
+    """Reports to ``_wire`` when it starts connecting and when it writes. Every byte of a request (line, headers,
+    body) goes through ``send``; a new HTTPS connection is connected (TCP and TLS) before it, a plain one on it."""
+
+    def connect(self) -> None:
+        """Connect, noting that the request got as far as a connection of ours."""
+        _wire.connected = True
+        super().connect()
+
+    def send(self, data: Any) -> None:
+        """Write ``data``, noting first that the request may now reach the server."""
+        _wire.connected = True
+        if self.sock is None:  # http.client connects on the first write: a failed connect has written nothing
+            self.connect()
+        _wire.wrote = True
+        super().send(data)
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, urllib3.connection.HTTPSConnection):
+    """An HTTPS connection that reports to ``_wire``."""
+
+
+class _WatchedHTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter on connections that report to ``_wire``. Through a proxy, connections are the proxy
+    manager's own and report nothing: no refund is proven there, the credit stays charged."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        """requests' pool manager, making our connection pools."""
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of ``url``; ``None`` when it carries user info or has no host or a bad port."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or "@" in parts.netloc or parts.scheme not in ("https", "http"):
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _host(url: str) -> str:
+    """Where ``url`` points, for messages: scheme, host and port, never a path or query."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"[:120] if parts.netloc else repr(url[:80])
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +337,18 @@ class MeteredSession(requests.Session):
         self.charged = 0
         self.refunded = 0
         self.org_usage = org_usage or OrgUsageCache(bucket.redis, max_age=0.0)
+        self.instance: tuple[str, str, int] | None = None  # set by bind: the only place requests may go
+        for prefix in ("https://", "http://"):
+            self.mount(prefix, _WatchedAdapter())
+
+    def bind(self, instance_url: str) -> None:
+        """From now on send requests only to ``instance_url``'s host and port (the tenant's instance, as its
+        access token names it); raises ``UnsafeRequest`` for an instance URL that is not plain ``https://host``."""
+        origin = _origin(instance_url)
+        if origin is None or origin[0] != "https":
+            raise UnsafeRequest(f"the access token of tenant {self.tenant!r} names an instance URL that is not "
+                                f"https://host[:port]: {_host(instance_url)}")
+        self.instance = origin
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -279,12 +359,22 @@ class MeteredSession(requests.Session):
         return super().merge_environment_settings(url, proxies, stream, verify, cert)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        """Send ``request``, paying for it first when Salesforce counts it."""
+        """Send ``request``, paying for it first when Salesforce counts it. Refuses (``UnsafeRequest``) a request
+        off the bound instance, before any credit, and a redirect, after its credit."""
+        url = request.url or ""
+        if self.instance is not None and _origin(url) != self.instance:
+            raise UnsafeRequest(f"refused to send a request of tenant {self.tenant!r} to {_host(url)}: "
+                                "not its Salesforce instance")
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self.timeout
-        if not is_metered(request.url or ""):
-            return super().send(request, **kwargs)
-        return self.send_metered(request, **kwargs)
+        kwargs["allow_redirects"] = False
+        response = self.send_metered(request, **kwargs) if is_metered(url) else super().send(request, **kwargs)
+        if response.is_redirect:
+            response.close()
+            target = _host(urljoin(url, response.headers["Location"]))
+            raise UnsafeRequest(f"Salesforce answered {response.status_code} redirecting to {target}; redirects are "
+                                "not followed (a moved instance is reached with a new access token)")
+        return response
 
     def send_metered(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         """Pay one credit for ``request``, send it, and report it to the observers."""
@@ -298,10 +388,13 @@ class MeteredSession(requests.Session):
         if self.on_grant is not None:
             self.on_grant(self.tenant, grant)
         started = time.perf_counter()
+        _wire.connected = _wire.wrote = False
         try:
             response = super().send(request, **kwargs)
-        except requests.RequestException as exc:
-            refunded = never_sent(exc) and self.bucket.refund(self.tenant, 1, grant=grant) == 1
+        except requests.RequestException:
+            # Provably never left: a connection of ours was on it and wrote not one byte of it.
+            never_sent = _wire.connected and not _wire.wrote
+            refunded = never_sent and self.bucket.refund(self.tenant, 1, grant=grant) == 1
             self.refunded += int(refunded)
             self._notify(request, "not_sent" if refunded else "connection_error", started, charged=not refunded)
             raise
