@@ -6,7 +6,9 @@ process exits. It is one server for every worker benchmark of a run because this
 first. ``os.environ["REDIS_URL"]`` is set before the first enqueue, and worker processes inherit it.
 
 The emulator runs in this process (``EmulatorServer``), so its request log's ``time`` and this process's
-``time.time()`` are one clock. Workers are real ``crmsync worker`` (``dramatiq``) process pools.
+``time.time()`` are one clock. Workers are real ``crmsync worker`` (``dramatiq``) process pools. Tenants' secrets
+are files in the scratch directory and the emulator is on loopback: the stack's environment allows exactly
+those (``CRMSYNC_SECRET_DIRS``, ``CRMSYNC_LOGIN_HOSTS``), for its connects and its worker pools alike.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -33,6 +36,7 @@ from worker.devstack.redis_server import redis_url_or_embedded
 from worker.jobs.state import JobStore
 from worker.metrics.multiprocess import prepare_multiproc_dir
 from worker.salesforce.connections import ConnectionStore
+from worker.settings import SecretSettings
 
 __all__ = ["BenchTenant", "Stack", "WorkerPool", "shared_redis_url", "worker_stack"]
 
@@ -125,7 +129,7 @@ class Stack:
             self.emulator.control.set_faults(org.name, latency=latency)
         secret = self.scratch / f"{name}.secret"
         secret.write_text(org.client_secret)
-        ConnectionStore(self.client).connect(
+        ConnectionStore(self.client, secrets=SecretSettings.from_env(self.env)).connect(
             name, environment="production", login_url=self.emulator.base_url, client_id=org.client_id,
             client_secret_file=str(secret), ca_bundle=self.emulator.ca_bundle,
         )
@@ -204,6 +208,8 @@ def worker_stack() -> Iterator[Stack]:
             "REDIS_URL": url,
             "CRMSYNC_DATA_DIR": str(Path(scratch) / "data"),
             "CRMSYNC_LOG_FORMAT": "json",
+            "CRMSYNC_SECRET_DIRS": scratch,
+            "CRMSYNC_LOGIN_HOSTS": urlsplit(emulator.base_url).netloc,
         }
         try:
             yield Stack(url, client, emulator, Path(scratch), env)

@@ -34,7 +34,9 @@ CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 def start_run(tmp_path: Path) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
     """`crmsync run` headless on its own Redis, every process it starts marked by an environment variable."""
     name, value = "CRMSYNC_RUN_TEST", uuid.uuid4().hex
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
+    # Without the tests' secret directories and login hosts: `make run` allows its demo's own.
+    unset = ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR", "CRMSYNC_SECRET_DIRS", "CRMSYNC_LOGIN_HOSTS")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     env[name] = value
     run = subprocess.Popen([CRMSYNC, "run", "--headless", "--metrics-port", "0", "--var-dir", str(tmp_path / "var")],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import redis
 from rich.console import Console
@@ -29,6 +30,7 @@ from worker.devstack.redis_server import redis_url_or_embedded
 from worker.errors import StartFailed
 from worker.salesforce.connections import ConnectionStore
 from worker.scheduling.schedules import ScheduleStore
+from worker.settings import DEFAULT_SECRET_DIRS, SecretSettings
 
 __all__ = ["DEMO_TENANTS", "run"]
 
@@ -46,21 +48,32 @@ def _setup_demo(stack: ProcessStack, client: redis.Redis, run_dir: Path) -> None
     ready = stack.wait_for_file("emulator", ready_file)
     secrets_dir = run_dir / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    _allow_demo_secrets(stack.env, secrets_dir, ready["base_url"])
+    connections = ConnectionStore(client, secrets=SecretSettings.from_env(stack.env))
     bucket, schedules = CreditBucket(client), ScheduleStore(client)
     for tenant, left in DEMO_TENANTS.items():
         org = ready["orgs"][tenant]
         secret = secrets_dir / f"{tenant}.secret"
         secret.write_text(org["client_secret"])
         secret.chmod(0o600)
-        ConnectionStore(client).connect(tenant, environment=org["environment"], login_url=ready["base_url"],
-                                        client_id=org["client_id"], client_secret_file=str(secret),
-                                        ca_bundle=ready["ca_bundle"])
+        connections.connect(tenant, environment=org["environment"], login_url=ready["base_url"],
+                            client_id=org["client_id"], client_secret_file=str(secret), ca_bundle=ready["ca_bundle"])
         if bucket.status(tenant).limit_state == "unset":
             bucket.set_limit(tenant, DEMO_LIMIT, actor="crmsync run (demo)")
             if left:
                 bucket.take(tenant, DEMO_LIMIT - left)
         for sobject in DEMO_OBJECTS:
             schedules.set(tenant, sobject, 60)
+
+
+def _allow_demo_secrets(env: dict[str, str], secrets_dir: Path, emulator_url: str) -> None:
+    """Add the demo's secret directory and the emulator's host:port to what ``env`` allows, keeping what it
+    already allows (the processes started with it also serve any real tenants)."""
+    dirs = env.get("CRMSYNC_SECRET_DIRS") or DEFAULT_SECRET_DIRS
+    env["CRMSYNC_SECRET_DIRS"] = f"{dirs}:{secrets_dir}"
+    hosts = env.get("CRMSYNC_LOGIN_HOSTS")
+    emulator = urlsplit(emulator_url).netloc
+    env["CRMSYNC_LOGIN_HOSTS"] = f"{hosts},{emulator}" if hosts else emulator
 
 
 def _instructions(url: str, metrics_url: str, demo: bool) -> str:
