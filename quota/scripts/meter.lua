@@ -53,8 +53,8 @@ else
   local counter = KEYS[2] .. window
   if cfg.state == 0 and delta > 0 then
     -- Optimistic: one call on the hot path; a take that overdraws is undone inside this same atomic script.
-    used = redis.pcall('INCRBY', counter, delta)
-    if type(used) ~= 'number' then
+    used = checked(redis.pcall('INCRBY', counter, delta))
+    if not used then
       cfg.state, cfg.reason, cfg.limit, used = 2, BAD_COUNTER, 0, 0
     elseif used < delta or used > cap then
       if used == delta then redis.call('DEL', counter) else redis.call('DECRBY', counter, delta) end

@@ -23,6 +23,19 @@ local function whole(raw)
   return nil
 end
 
+-- What a Redis call guarded by pcall answered: the reply itself, or nil when the key holds the wrong kind of
+-- value (garbage: the caller makes the tenant invalid). Any other error (no permission, out of memory) is raised,
+-- so the caller sees Redis fail rather than a tenant wrongly called invalid.
+local function checked(reply)
+  if type(reply) == 'table' and reply.err then
+    if string.find(reply.err, 'WRONGTYPE', 1, true) or string.find(reply.err, 'not an integer', 1, true) then
+      return nil
+    end
+    error(reply)
+  end
+  return reply
+end
+
 local function clock(arg)
   if arg == '' then return tonumber(redis.call('TIME')[1]) end
   return tonumber(arg)
@@ -93,7 +106,7 @@ end
 
 -- Credits used in a daily window (nil if the counter holds anything but a whole non-negative number).
 local function daily_used(counter)
-  local raw = redis.pcall('GET', counter)
+  local raw = checked(redis.pcall('GET', counter))
   if raw == false then return 0 end
   return whole(raw)
 end
@@ -101,8 +114,8 @@ end
 -- Credits used in the rolling window at `now`, the hour of the oldest of them (nil when none), and the fields
 -- of hours that have come back (to drop on the next write). used is nil if the hash holds garbage.
 local function rolling_used(key, now)
-  local all = redis.pcall('HGETALL', key)
-  if all.err then return nil end
+  local all = checked(redis.pcall('HGETALL', key))
+  if not all then return nil end
   local hour = math.floor(now / STEP)
   local used, oldest, stale = 0, nil, {}
   for i = 1, #all, 2 do
