@@ -29,18 +29,21 @@ def register(commands: Subcommands) -> None:
         commands, "connect",
         description="Connect TENANT to one Salesforce org. Pick the grant by the credentials you give: "
                     "a client secret (client credentials), a private key and username (JWT bearer), or a refresh "
-                    "token with an optional client secret. Secrets are read from files or the environment and "
-                    "only their location is stored. A tenant once connected to production cannot go back to a "
-                    "sandbox.",
+                    "token with an optional client secret. Secrets are read from files inside CRMSYNC_SECRET_DIRS "
+                    "(default /run/secrets) or CRMSYNC_SECRET_* variables, and only their location is stored. "
+                    "The login URL must be a Salesforce login host or one listed in CRMSYNC_LOGIN_HOSTS. A tenant "
+                    "once connected to production cannot go back to a sandbox.",
     )
     connect.add_argument("tenant")
     connect.add_argument("--environment", required=True, choices=["sandbox", "production"])
     connect.add_argument("--login-url", required=True, metavar="URL",
-                         help="https login host, e.g. https://login.salesforce.com or https://test.salesforce.com")
+                         help="https://login.salesforce.com, https://test.salesforce.com, "
+                              "https://NAME.my.salesforce.com, or a host listed in CRMSYNC_LOGIN_HOSTS")
     connect.add_argument("--client-id", required=True, metavar="ID", help="the connected app's consumer key")
-    connect.add_argument("--client-secret-file", metavar="FILE", help="file holding the consumer secret")
+    connect.add_argument("--client-secret-file", metavar="FILE",
+                         help="file holding the consumer secret, inside CRMSYNC_SECRET_DIRS")
     connect.add_argument("--client-secret-env", metavar="NAME",
-                         help="environment variable holding the consumer secret (must be set for the worker too)")
+                         help="CRMSYNC_SECRET_* variable holding the consumer secret (set for the worker too)")
     connect.add_argument("--private-key-file", metavar="FILE", help="PEM private key for the JWT bearer grant")
     connect.add_argument("--username", metavar="USER", help="Salesforce username for the JWT bearer grant")
     connect.add_argument("--refresh-token-file", metavar="FILE", help="file holding a refresh token")
