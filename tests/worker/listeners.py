@@ -20,7 +20,7 @@ from typing import Self
 
 import trustme
 
-__all__ = ["Listener", "TlsAuthority", "closed_port"]
+__all__ = ["Behaviour", "Listener", "TlsAuthority", "closed_port"]
 
 Behaviour = Callable[["Listener", socket.socket], None]
 

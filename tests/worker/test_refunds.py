@@ -74,12 +74,13 @@ def _spent(bucket: CreditBucket) -> int:
 @pytest.mark.parametrize("behaviour", [listeners.close_at_once, listeners.stall_handshake],
                          ids=["closed-during-handshake", "handshake-never-answered"])
 def test_a_handshake_that_fails_before_the_request_is_refunded(
-    session: MeteredSession, bucket: CreditBucket, authority: TlsAuthority, outcomes: Outcomes, behaviour: object,
+    session: MeteredSession, bucket: CreditBucket, authority: TlsAuthority, outcomes: Outcomes,
+    behaviour: listeners.Behaviour,
 ) -> None:
-    with Listener(behaviour, tls=authority) as server:  # type: ignore[arg-type]
-        with pytest.raises(requests.RequestException):
-            session.get(server.base_url + PATH, headers=AUTH)
-    assert server.accepted == 1 and server.received == b""
+    with Listener(behaviour, tls=authority) as server, pytest.raises(requests.RequestException):
+        session.get(server.base_url + PATH, headers=AUTH)
+    assert server.accepted == 1
+    assert server.received == b""
     assert (session.charged, session.refunded, _spent(bucket)) == (1, 1, 0)
     assert outcomes.seen == [("not_sent", False)]
 
@@ -87,9 +88,9 @@ def test_a_handshake_that_fails_before_the_request_is_refunded(
 def test_a_certificate_the_worker_does_not_trust_is_refunded(
     session: MeteredSession, bucket: CreditBucket, outcomes: Outcomes,
 ) -> None:
-    with Listener(listeners.answer(200), tls=TlsAuthority()) as impostor:
-        with pytest.raises(requests.exceptions.SSLError):
-            session.get(impostor.base_url + PATH, headers=AUTH)
+    with Listener(listeners.answer(200), tls=TlsAuthority()) as impostor, \
+            pytest.raises(requests.exceptions.SSLError):
+        session.get(impostor.base_url + PATH, headers=AUTH)
     assert impostor.received == b""
     assert (session.charged, session.refunded, _spent(bucket)) == (1, 1, 0)
     assert outcomes.seen == [("not_sent", False)]
@@ -103,18 +104,18 @@ def test_a_refused_connect_is_refunded(session: MeteredSession, bucket: CreditBu
 
 # -- charged: the request was written, so Salesforce may have counted it -----------------------------------------
 
-@pytest.mark.parametrize(("behaviour", "error"), [
+@pytest.mark.parametrize("case", [
     (listeners.garbage_after_request, requests.exceptions.SSLError),
     (listeners.reset_after_request, requests.ConnectionError),
     (listeners.silent_after_request, requests.exceptions.ReadTimeout),
 ], ids=["tls-garbage-instead-of-the-answer", "reset-mid-response", "read-timeout"])
 def test_a_failure_after_the_request_was_written_stays_charged(
-    session: MeteredSession, bucket: CreditBucket, authority: TlsAuthority, outcomes: Outcomes, behaviour: object,
-    error: type[Exception],
+    session: MeteredSession, bucket: CreditBucket, authority: TlsAuthority, outcomes: Outcomes,
+    case: tuple[listeners.Behaviour, type[Exception]],
 ) -> None:
-    with Listener(behaviour, tls=authority) as server:  # type: ignore[arg-type]
-        with pytest.raises(error):
-            session.get(server.base_url + PATH, headers=AUTH)
+    behaviour, error = case
+    with Listener(behaviour, tls=authority) as server, pytest.raises(error):
+        session.get(server.base_url + PATH, headers=AUTH)
     assert server.received.startswith(f"GET {PATH} HTTP/1.1".encode())  # it arrived
     assert (session.charged, session.refunded, _spent(bucket)) == (1, 0, 1)
     assert outcomes.seen == [("connection_error", True)]
@@ -152,7 +153,8 @@ def test_redirects_are_refused_charged_once_and_reach_nobody(
             with pytest.raises(UnsafeRequest, match=f"answered 302 redirecting to {where}; redirects are not"):
                 session.get(redirecting.base_url + PATH, headers=AUTH)
     assert redirecting.accepted == 1  # the redirect itself was asked for, and not one hop after it
-    assert elsewhere.accepted == 0 and TOKEN.encode() not in elsewhere.received
+    assert elsewhere.accepted == 0
+    assert TOKEN.encode() not in elsewhere.received
     # The redirect was Salesforce's answer to a request it counted: charged, never refunded, and no hop paid.
     assert (session.charged, session.refunded, _spent(bucket)) == (1, 0, 1)
     assert outcomes.seen == [("302", True)]
