@@ -1,7 +1,9 @@
 #!/bin/sh
 # Render users.acl (a template) into the ACL file redis-server loads: each @NAME_PASSWORD_SHA256@ becomes the
 # SHA-256 of the password in $CRMSYNC_REDIS_<NAME>_PASSWORD, or in the file named by ..._PASSWORD_FILE
-# (Docker/Kubernetes secrets); comment and blank lines are dropped (ACL files allow none).
+# (Docker/Kubernetes secrets), or the hash itself given in ..._PASSWORD_SHA256 (64 hex digits: the break-glass
+# password need never reach the Redis host, only its hash does); comment and blank lines are dropped (ACL
+# files allow none).
 #
 #   sh render-acl.sh TEMPLATE OUTPUT
 #
@@ -14,26 +16,39 @@ output=${2:?usage: render-acl.sh TEMPLATE OUTPUT}
 password_hash() {
   var="CRMSYNC_REDIS_$1_PASSWORD"
   eval "file=\${${var}_FILE:-}"
+  eval "hash=\${${var}_SHA256:-}"
+  if [ -n "$hash" ]; then
+    if ! printf '%s' "$hash" | grep -Eqx '[0-9a-fA-F]{64}'; then
+      echo "render-acl.sh: ${var}_SHA256 is not a SHA-256 (64 hex digits)" >&2
+      return 1
+    fi
+    printf '%s\n' "$hash" | tr 'A-F' 'a-f'
+    return 0
+  fi
   if [ -n "$file" ]; then
     value=$(cat "$file")
   else
     eval "value=\${${var}:-}"
   fi
   if [ -z "$value" ]; then
-    echo "render-acl.sh: set $var or ${var}_FILE" >&2
+    echo "render-acl.sh: set $var, ${var}_FILE or ${var}_SHA256" >&2
     return 1
   fi
   printf '%s' "$value" | sha256sum | cut -d ' ' -f 1
 }
 
+breakglass=$(password_hash BREAKGLASS)
 admin=$(password_hash ADMIN)
 worker=$(password_hash WORKER)
+scheduler=$(password_hash SCHEDULER)
 metrics=$(password_hash METRICS)
 
 umask 077
 grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$template" \
-  | sed -e "s/@ADMIN_PASSWORD_SHA256@/$admin/" \
+  | sed -e "s/@BREAKGLASS_PASSWORD_SHA256@/$breakglass/" \
+        -e "s/@ADMIN_PASSWORD_SHA256@/$admin/" \
         -e "s/@WORKER_PASSWORD_SHA256@/$worker/" \
+        -e "s/@SCHEDULER_PASSWORD_SHA256@/$scheduler/" \
         -e "s/@METRICS_PASSWORD_SHA256@/$metrics/" > "$output.tmp"
 if grep -q '@[A-Z_]*_PASSWORD_SHA256@' "$output.tmp"; then
   echo "render-acl.sh: unknown placeholder left in $template" >&2

@@ -1,7 +1,7 @@
 """Fixtures for the deploy/ checks: a real redis-server loading the repository's ACL file.
 
 The ACL file is rendered from ``deploy/redis/users.acl`` by ``deploy/redis/render-acl.sh`` (the same script the
-compose Redis runs at start), with throwaway passwords, into a temporary directory.
+compose and Kubernetes Redis run at start), with throwaway passwords, into a temporary directory.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 ACL_TEMPLATE = DEPLOY / "redis" / "users.acl"
 RENDER_ACL = DEPLOY / "redis" / "render-acl.sh"
-USERS = ("admin", "worker", "metrics")
+USERS = ("breakglass", "admin", "worker", "scheduler", "metrics")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,10 @@ class AclRedis:
         return redis.Redis.from_url(self.url(user), **options)
 
 
-def render_acl(output: Path, passwords: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+def render_acl(output: Path, passwords: dict[str, str],
+               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run render-acl.sh with ``passwords`` (user -> password) and ``extra_env`` as its only environment."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(extra_env or {})}
     env.update({f"CRMSYNC_REDIS_{user.upper()}_PASSWORD": pw for user, pw in passwords.items()})
     return subprocess.run(["sh", str(RENDER_ACL), str(ACL_TEMPLATE), str(output)], env=env,
                           capture_output=True, text=True, timeout=30, check=False)
@@ -54,22 +56,41 @@ def _server_version(binary: str) -> tuple[int, ...]:
     return tuple(int(g) for g in found.groups()) if found else (0,)
 
 
+def new_passwords() -> dict[str, str]:
+    """A throwaway password for every user of the ACL file."""
+    return {user: secrets.token_hex(16) for user in USERS}
+
+
 @pytest.fixture(scope="session")
 def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
+    binary = acl_binary()
+    workdir = tmp_path_factory.mktemp("acl-redis")
+    passwords = new_passwords()
+    with acl_server(binary, workdir, passwords) as server:
+        yield AclRedis(server.port, passwords)
+
+
+def acl_server(binary: str, workdir: Path, passwords: dict[str, str],
+               config: dict[str, str] | None = None) -> EmbeddedRedis:
+    """A redis-server (not started) in ``workdir`` loading the ACL file rendered with ``passwords``, plus
+    ``config``."""
+    acl_file = workdir / "users.acl"
+    rendered = render_acl(acl_file, passwords)
+    assert rendered.returncode == 0, rendered.stderr
+
+    def probe(port: int) -> redis.Redis:
+        # The default user is off: readiness can only be asked as a user of the ACL file.
+        return AclRedis(port, passwords).client("breakglass", socket_connect_timeout=0.5, socket_timeout=2)
+
+    return EmbeddedRedis(binary, directory=workdir, config={"aclfile": str(acl_file), **(config or {})},
+                         client=probe)
+
+
+def acl_binary() -> str:
+    """The redis-server binary for ACL tests; skips the test when it cannot load our ACL file."""
     binary = find_server_binary()
     if _server_version(binary) < (7, 0):
         pytest.skip(f"{binary} is older than Redis 7: read-only key patterns (%R~) need Redis 7")
     if shutil.which("sha256sum") is None:
         pytest.skip("render-acl.sh needs sha256sum (coreutils)")
-    workdir = tmp_path_factory.mktemp("acl-redis")
-    passwords = {user: secrets.token_hex(16) for user in USERS}
-    acl_file = workdir / "users.acl"
-    rendered = render_acl(acl_file, passwords)
-    assert rendered.returncode == 0, rendered.stderr
-
-    def admin_probe(port: int) -> redis.Redis:
-        # The default user is off: readiness can only be asked as a user of the ACL file.
-        return AclRedis(port, passwords).client("admin", socket_connect_timeout=0.5, socket_timeout=2)
-
-    with EmbeddedRedis(binary, directory=workdir, config={"aclfile": str(acl_file)}, client=admin_probe) as server:
-        yield AclRedis(server.port, passwords)
+    return binary

@@ -75,8 +75,9 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def scrape(acl_redis: AclRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scrape]:
     base = tmp_path_factory.mktemp("live")
+    breakglass = acl_redis.client("breakglass")  # only it may FLUSHDB
+    breakglass.flushdb()
     admin = acl_redis.client("admin")
-    admin.flushdb()
     env = {**os.environ, "CRMSYNC_LOG_FORMAT": "json", "CRMSYNC_DATA_DIR": str(base / "data"),
            "CRMSYNC_RETRY_INITIAL_WAIT": "0.01", "CRMSYNC_RETRY_MAX_WAIT": "0.05", "CRMSYNC_ORG_PROBE_SECONDS": "1",
            "CRMSYNC_BULK": "auto", "CRMSYNC_BULK_POLL_SECONDS": "0.05"}
@@ -146,7 +147,8 @@ def scrape(acl_redis: AclRedis, tmp_path_factory: pytest.TempPathFactory) -> Ite
         finally:
             for process in reversed(processes):
                 stop_group(process)
-            admin.flushdb()
+            breakglass.flushdb()
+            breakglass.close()
             admin.close()
 
 

@@ -1,10 +1,12 @@
 """``crmsync status``: one row per tenant (quota with its window mode and reserve, pause, parked jobs, org usage,
-Bulk API budgets). A tenant whose config or counters are garbage is listed as invalid with the reason."""
+Bulk API budgets). A tenant whose config or counters are garbage is listed as invalid with the reason. A Redis
+that may evict credit windows (``maxmemory-policy`` other than ``noeviction``) is named in a warning on stderr."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +16,7 @@ from quota.bucket import CreditBucket
 from quota.errors import QuotaUnavailable
 from worker.cli import Subcommands, add_command
 from worker.cli.bucket import connect_bucket, status_dict
+from worker.eviction import eviction_warning, maxmemory_policy
 from worker.jobs.parking import PauseStore
 from worker.salesforce import bulk_limits
 from worker.salesforce.session import OrgUsage
@@ -116,8 +119,20 @@ def print_status(bucket: CreditBucket, *, as_json: bool = False) -> None:
         print("no tenants configured: set one with `crmsync quota set TENANT LIMIT`")
 
 
+def _warn_if_evicting(client: redis.Redis) -> None:
+    """Say on stderr when Redis may evict credit windows, naming its policy, or when it cannot be read."""
+    try:
+        warning = eviction_warning(maxmemory_policy(client))
+    except redis.RedisError as exc:
+        warning = f"cannot read Redis's maxmemory-policy (INFO memory): {type(exc).__name__}: {exc}"
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
-    print_status(connect_bucket(), as_json=args.json)
+    bucket = connect_bucket()
+    print_status(bucket, as_json=args.json)
+    _warn_if_evicting(bucket.redis)  # after the rows: an unreachable Redis is print_status's error to report
     return 0
 
 

@@ -14,7 +14,12 @@ computes them; its reply is decoded by ``quota.bucket.Reading``, the bucket's ow
 Nothing in Redis can break a scrape: an invalid tenant id is skipped, a key of the wrong type or a value
 that is no number drops only the series it would have fed, and each tenant whose read failed in part is
 counted in ``crmsync_tenant_scrape_errors``. If Redis cannot be reached, no tenant series is reported and
-``crmsync_tenant_scrape_success`` is 0.
+``crmsync_tenant_scrape_success`` is 0. So it is too while the metering script is not in Redis's script cache
+and this user may not load it (the read-only ``metrics`` ACL user may not; workers load it at start and on their
+first take after a Redis restart or failover).
+
+Beside the tenants, ``RedisPolicyCollector`` reports Redis's ``maxmemory-policy`` (``worker.eviction``): any
+policy but ``noeviction`` may evict credit windows, and an alert fires on it.
 """
 
 from __future__ import annotations
@@ -35,10 +40,11 @@ from quota.replies import text
 from quota.scripts import METER
 from quota.validation import TENANT_PATTERN
 from worker import keys
+from worker.eviction import maxmemory_policy
 from worker.jobs.parking import PauseReason
 from worker.salesforce.bulk_limits import BUDGETS
 
-__all__ = ["BULK_BUDGETS", "PAUSE_REASONS", "TENANT_GAUGES", "WINDOW_MODES", "TenantCollector"]
+__all__ = ["BULK_BUDGETS", "PAUSE_REASONS", "TENANT_GAUGES", "WINDOW_MODES", "RedisPolicyCollector", "TenantCollector"]
 
 log = structlog.get_logger("crmsync.metrics")
 
@@ -149,6 +155,7 @@ class TenantCollector:
         self.redis = _raw_replies(client)
         self.clock = clock
         self.chunk = max(1, chunk)
+        self._may_load = True  # until Redis refuses SCRIPT LOAD to this user
 
     def describe(self) -> Iterable[Metric]:
         """The families this collector reports, without reading Redis (registration calls this)."""
@@ -163,7 +170,7 @@ class TenantCollector:
         success = 1
         try:
             tenants = self._tenants()
-            self._load_script()
+            self._ensure_script()
             for start in range(0, len(tenants), self.chunk):
                 errors += self._read_chunk(tenants[start:start + self.chunk], families)
         except redis.RedisError as exc:
@@ -195,10 +202,24 @@ class TenantCollector:
                 members.update(t for t in (text(m) for m in reply) if t and TENANT_PATTERN.fullmatch(t))
         return sorted(members)
 
-    def _load_script(self) -> None:
-        # Once per scrape, so the pipelined EVALSHAs find the script (a pipeline cannot load it on a miss).
+    def _ensure_script(self) -> None:
+        """Make sure the pipelined EVALSHAs find the metering script (a pipeline cannot load it on a miss): load
+        it, or, as a user that may not (the ``metrics`` ACL user), check that a worker did. One round trip.
+
+        Raises ``NoScriptError`` when it is missing and cannot be loaded.
+        """
         execute: Any = self.redis.execute_command
-        execute("SCRIPT", "LOAD", METER.source)
+        if self._may_load:
+            try:
+                execute("SCRIPT", "LOAD", METER.source)
+                return
+            except redis.exceptions.NoPermissionError:
+                # Asked once per process, not per scrape: Redis's ACL LOG records every refusal.
+                self._may_load = False
+        if not execute("SCRIPT", "EXISTS", METER.sha)[0]:
+            raise redis.exceptions.NoScriptError(
+                "the metering script is not loaded (Redis restarted or failed over) and this user may not load "
+                "it: a worker loads it at start and on its first take")
 
     def _read_chunk(self, tenants: Sequence[str], families: _Families) -> int:
         now = "" if self.clock is None else str(int(self.clock()))
@@ -291,3 +312,34 @@ class TenantCollector:
                 families.add("crmsync_bulk_budget_read_timestamp_seconds", tenant, at)
             failed = failed or at is None
         return failed
+
+
+class RedisPolicyCollector:
+    """A prometheus-client collector of ``crmsync_redis_maxmemory_policy_info``, read with ``INFO`` on every
+    ``collect``: value 1, the policy as its label; absent when Redis cannot be asked (the tenant gauges' own
+    ``crmsync_tenant_scrape_success`` says so)."""
+
+    NAME = "crmsync_redis_maxmemory_policy_info"
+    HELP = ("Redis's maxmemory-policy as the policy label, value 1: any policy but noeviction may evict credit "
+            "windows, and an evicted window is a full bucket")
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def describe(self) -> Iterable[Metric]:
+        """The family this collector reports, without reading Redis (registration calls this)."""
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["policy"])]
+
+    def collect(self) -> Iterable[Metric]:
+        """Read the policy from Redis and report it; never raises."""
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["policy"])
+        try:
+            policy = maxmemory_policy(self.redis)
+        except redis.ResponseError as exc:  # e.g. INFO refused to this user; an unreachable Redis is logged apart
+            log.warning("redis_policy_unreadable", error=f"{type(exc).__name__}: {exc}")
+            policy = None
+        except redis.RedisError:
+            policy = None
+        if policy is not None:
+            family.add_metric([policy], 1)
+        yield family

@@ -1,4 +1,5 @@
-"""The /metrics endpoint: per-tenant gauges from Redis plus the worker pool's summed metrics.
+"""The /metrics endpoint: per-tenant gauges and Redis's eviction policy from Redis, plus the worker pool's summed
+metrics.
 
 It uses a registry of its own, not prometheus-client's default one: in multiprocess mode the default
 registry would report this process's own (empty) copies of the worker instruments beside the summed ones.
@@ -15,7 +16,7 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from quota.bucket import Clock
-from worker.metrics.collector import TenantCollector
+from worker.metrics.collector import RedisPolicyCollector, TenantCollector
 from worker.metrics.multiprocess import WorkerMetricsCollector
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "MetricsServer", "build_registry", "scrape", "serve"]
@@ -30,7 +31,8 @@ def build_registry(
     *,
     clock: Clock | None = None,
 ) -> CollectorRegistry:
-    """A registry with the tenant gauges (when ``client`` is given) and the worker metrics in ``multiproc_dir``.
+    """A registry with the tenant gauges and Redis's ``maxmemory-policy`` (when ``client`` is given) and the worker
+    metrics in ``multiproc_dir``.
 
     Run the tenant gauges in one place per cluster (they are the same everywhere) and the worker metrics on
     every host that runs workers (their files are local to the host); ``None`` leaves either out.
@@ -38,6 +40,7 @@ def build_registry(
     registry = CollectorRegistry(auto_describe=False)
     if client is not None:
         registry.register(TenantCollector(client, clock=clock))
+        registry.register(RedisPolicyCollector(client))
     if multiproc_dir is not None:
         registry.register(WorkerMetricsCollector(multiproc_dir))
     return registry
