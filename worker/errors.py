@@ -27,7 +27,7 @@
 
 The ``InvalidInput`` ones are ``ValueError`` s, so the ``crmsync`` command prints their one-line message and
 exits 2. No message ever carries a secret or a token: only references to where a secret lives (``file:/path``
-or ``env:NAME``), and webhooks by id.
+or ``env:NAME``), and webhooks by id and host.
 """
 
 from __future__ import annotations
@@ -132,14 +132,17 @@ class OrgLimitExceeded(WorkerError):
 
 
 class DeliveryFailed(WorkerError):
-    """One delivery attempt failed. ``permanent`` failures (a refused request) are not retried.
+    """One delivery attempt failed. Neither a ``permanent`` failure (a refused request) nor an ``uncertain`` one
+    (the message went out but no answer came back, so it may have arrived) is retried: only a failure that
+    proves nothing arrived is.
 
-    The message never holds a secret: it names the channel, never a full URL or a password.
+    The message never holds a secret: it names the channel (a webhook by id and host), never a URL or a password.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, uncertain: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.uncertain = uncertain
 
 
 class BulkJobLost(WorkerError):

@@ -30,6 +30,8 @@ key                                    type    what
 ``crmsync:{T}:parked:essential``       zset    parked essential jobs (JSON), scored by enqueue sequence
 ``crmsync:{T}:resuming``               string  lock held while a tenant's parked jobs are re-queued; expires
 ``crmsync:{T}:notified:<KIND>:<W>``    string  a notification of KIND was raised in window W; expires
+``crmsync:{T}:delivery:<N>:<TARGET>``  hash    notification N's delivery to TARGET (``webhook:<ID>``,
+                                               ``email``): state, attempts, when next; expires
 ``crmsync:paused``                     set     every paused tenant
 ``crmsync:notifications``              stream  recent notifications, all tenants, bounded
 ``crmsync:notify:config``              hash    notification channels (webhooks, SMTP); secrets as references
@@ -62,6 +64,7 @@ __all__ = [
     "bulk_budget",
     "config",
     "connection",
+    "delivery",
     "job",
     "lock",
     "notified",
@@ -152,6 +155,11 @@ def parked_essential(tenant: str) -> str:
 def notified(tenant: str, kind: str, window: str) -> str:
     """Marker that a notification of ``kind`` was raised for ``tenant`` in ``window``."""
     return f"{scope(tenant)}:notified:{kind}:{window}"
+
+
+def delivery(tenant: str, notification_id: str, target: str) -> str:
+    """Hash of one notification's delivery to one slow channel (``webhook:<ID>`` or ``email``)."""
+    return f"{scope(tenant)}:delivery:{notification_id}:{target}"
 
 
 def resuming(tenant: str) -> str:

@@ -14,9 +14,11 @@ from worker import keys
 from worker.cli import register
 from worker.errors import CommandError
 from worker.notifications import NotificationCenter
+from worker.notifications.channels import webhook_id
 
 PASSWORD = "smtp-pass-0123456789"
-HOOK = "https://hooks.example.test/services/T1?token=S3CRET"
+# A chat webhook: its token is the path (and here a query too); only the host and id may ever be shown.
+HOOK = "https://hooks.example.test/services/T1/B2/PATHS3CRET?token=S3CRET"
 
 
 def run(*argv: str) -> int:
@@ -28,7 +30,8 @@ def run(*argv: str) -> int:
 
 
 @pytest.fixture
-def password_file(tmp_path: Path) -> str:
+def password_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CRMSYNC_SECRET_DIRS", str(tmp_path))
     path = tmp_path / "smtp-password"
     path.write_text(PASSWORD)
     return str(path)
@@ -46,34 +49,45 @@ def show_json(capsys: pytest.CaptureFixture[str]) -> dict[str, object]:
     return shown
 
 
-def test_webhooks_added_shown_redacted_and_removed(env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+def test_webhooks_are_shown_by_id_and_host_only(env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    hook_id, local_id = webhook_id(HOOK), webhook_id("http://127.0.0.1:8080/hook")
     assert run("notify", "webhook", "add", HOOK) == 0
     assert run("notify", "webhook", "add", HOOK) == 0  # the same URL twice is one webhook
+    assert run("notify", "webhook", "add", "http://u:pw@127.0.0.1:8080/hook") == 0
+    assert capsys.readouterr().out.splitlines() == [f"webhook {hook_id} (hooks.example.test) added"] * 2 + [
+        f"webhook {webhook_id('http://u:pw@127.0.0.1:8080/hook')} (127.0.0.1:8080) added"]
+    assert run("notify", "webhook", "remove", "http://u:pw@127.0.0.1:8080/hook") == 0
     assert run("notify", "webhook", "add", "http://127.0.0.1:8080/hook") == 0
-    out = capsys.readouterr().out
-    assert "S3CRET" not in out
-    assert "https://hooks.example.test/services/T1?<redacted>" in out
+    capsys.readouterr()
     shown = show_json(capsys)
     hooks = shown["webhooks"]
     assert isinstance(hooks, list)
-    assert [h["url"] for h in hooks] == ["https://hooks.example.test/services/T1?<redacted>",
-                                         "http://127.0.0.1:8080/hook"]
+    assert [(h["id"], h["host"]) for h in hooks] == [(hook_id, "hooks.example.test"), (local_id, "127.0.0.1:8080")]
+    assert set(hooks[0]) == {"id", "host", "added_at"}
     assert shown["email"] is None
     assert run("notify", "show") == 0
-    assert "S3CRET" not in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert f"webhook     {hook_id}  hooks.example.test\n" in text
+    assert "/services" not in text
+    assert "S3CRET" not in text
 
     assert run("notify", "webhook", "remove", HOOK) == 0
-    assert run("notify", "webhook", "remove", hooks[1]["id"]) == 0  # by the id `notify show` lists
+    assert run("notify", "webhook", "remove", local_id) == 0  # by the id `notify show` lists
+    assert capsys.readouterr().out.splitlines() == [f"webhook {hook_id} (hooks.example.test) removed",
+                                                    f"webhook {local_id} (127.0.0.1:8080) removed"]
     assert show_json(capsys)["webhooks"] == []
-    with pytest.raises(InvalidInput, match="no such webhook"):
+    with pytest.raises(InvalidInput, match="no such webhook") as refused:
         run("notify", "webhook", "remove", HOOK)
+    assert "S3CRET" not in str(refused.value)
 
 
-@pytest.mark.parametrize("url", ["ftp://example.test/x", "example.test/hook", "https://", "http://a b.test/",
-                                 "https://example.test:99999/x", "javascript:alert(1)"])
+@pytest.mark.parametrize("url", ["ftp://example.test/x/S3CRET", "example.test/hook/S3CRET", "https://",
+                                 "http://a b.test/S3CRET", "https://example.test:99999/x/S3CRET?t=S3CRET",
+                                 "javascript:alert(1)//S3CRET", "https://[::1/S3CRET"])
 def test_bad_webhook_urls_write_nothing(env: redis.Redis, url: str) -> None:
-    with pytest.raises(InvalidInput, match="invalid webhook URL"):
+    with pytest.raises(InvalidInput, match="invalid webhook URL") as refused:
         run("notify", "webhook", "add", url)
+    assert "S3CRET" not in str(refused.value)
     assert env.exists(keys.NOTIFY_CONFIG) == 0
 
 
@@ -96,11 +110,11 @@ def test_email_set_show_and_clear(env: redis.Redis, password_file: str,
 
 def test_email_password_from_the_environment(env: redis.Redis, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("CRMSYNC_SMTP_PASSWORD", PASSWORD)
-    assert run(*email_args("--username", "crmsync", "--password-env", "CRMSYNC_SMTP_PASSWORD")) == 0
+    monkeypatch.setenv("CRMSYNC_SECRET_SMTP_PASSWORD", PASSWORD)
+    assert run(*email_args("--username", "crmsync", "--password-env", "CRMSYNC_SECRET_SMTP_PASSWORD")) == 0
     email = show_json(capsys)["email"]
     assert isinstance(email, dict)
-    assert email["password_ref"] == "env:CRMSYNC_SMTP_PASSWORD"
+    assert email["password_ref"] == "env:CRMSYNC_SECRET_SMTP_PASSWORD"
     assert PASSWORD not in json.dumps(env.hgetall(keys.NOTIFY_CONFIG))
 
 
@@ -113,10 +127,13 @@ def test_email_password_from_the_environment(env: redis.Redis, monkeypatch: pyte
     (["--from", "crmsync@localhost"], "invalid email address"),
     (["--host", "smtp example"], "invalid SMTP host"),
     (["--username", "crmsync"], "together with --password-file"),
-    (["--password-env", "CRMSYNC_UNSET_PASSWORD_VAR", "--username", "u"], "is not set"),
-    (["--password-file", "/nonexistent/pw", "--username", "u"], "does not exist"),
+    (["--password-env", "CRMSYNC_SECRET_UNSET_PASSWORD", "--username", "u"], "is not set"),
+    (["--password-file", "{dir}/nonexistent-pw", "--username", "u"], "does not exist"),
 ])
-def test_bad_email_settings_write_nothing(env: redis.Redis, args: list[str], error: str) -> None:
+def test_bad_email_settings_write_nothing(env: redis.Redis, args: list[str], error: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMSYNC_SECRET_DIRS", str(tmp_path))
+    args = [a.format(dir=tmp_path) for a in args]
     base = email_args()
     for flag, value in zip(args[::2], args[1::2], strict=True):
         if flag in base:

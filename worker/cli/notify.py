@@ -1,4 +1,8 @@
-"""``crmsync notify ...``: where notifications go (webhooks and email; log and stream are always on)."""
+"""``crmsync notify ...``: where notifications go (webhooks and email; log and stream are always on).
+
+A webhook URL is read from the command line and stored; it is never printed back: chat services put their
+token in its path or query, so every output names a webhook by its id and host only.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 from quota.errors import InvalidInput
 from worker.cli import Subcommands, add_command
 from worker.cli.support import cli_redis
-from worker.notifications.channels import Channels, ChannelStore, EmailSettings, password_ref, redact_url
+from worker.notifications.channels import Channels, ChannelStore, EmailSettings, password_ref
 
 __all__ = ["register"]
 
@@ -17,16 +21,16 @@ __all__ = ["register"]
 def _cmd_webhook_add(args: argparse.Namespace) -> int:
     with cli_redis("Redis") as client:
         hook = ChannelStore(client).add_webhook(args.url)
-    print(f"webhook {hook.id} added: {redact_url(hook.url)}")
+    print(f"{hook.name} added")
     return 0
 
 
 def _cmd_webhook_remove(args: argparse.Namespace) -> int:
     with cli_redis("Redis") as client:
         removed = ChannelStore(client).remove_webhook(args.url)
-    if not removed:
+    if removed is None:
         raise InvalidInput("no such webhook: give its URL or its id as `crmsync notify show` lists it")
-    print("webhook removed")
+    print(f"{removed.name} removed")
     return 0
 
 
@@ -55,11 +59,10 @@ def _cmd_email_clear(args: argparse.Namespace) -> int:
 
 
 def channels_dict(channels: Channels) -> dict[str, Any]:
-    """The channel config as shown: webhook URLs redacted, the SMTP password only as its reference."""
+    """The channel config as shown: webhooks by id and host, the SMTP password only as its reference."""
     return {
         "always": ["log", "stream"],
-        "webhooks": [{"id": w.id, "url": redact_url(w.url), "added_at": w.added_at.isoformat()}
-                     for w in channels.webhooks],
+        "webhooks": [{"id": w.id, "host": w.host, "added_at": w.added_at.isoformat()} for w in channels.webhooks],
         "email": channels.email.to_json() if channels.email else None,
     }
 
@@ -72,7 +75,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         return 0
     print("log, stream  always on")
     for hook in shown["webhooks"]:
-        print(f"webhook     {hook['id']}  {hook['url']}")
+        print(f"webhook     {hook['id']}  {hook['host']}")
     email = shown["email"]
     if email:
         login = f", login {email['username']} (password from {email['password_ref']})" if email["username"] else ""
@@ -115,6 +118,7 @@ def register(commands: Subcommands) -> None:
     clear = mail.add_parser("clear", help="turn email delivery off")
     clear.set_defaults(handler=_cmd_email_clear)
 
-    show = sub.add_parser("show", help="the channels notifications go to (never a password or URL token)")
+    show = sub.add_parser("show", help="the channels notifications go to (webhooks by id and host; never a "
+                                       "password)")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=_cmd_show)

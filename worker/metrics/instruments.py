@@ -16,6 +16,7 @@ __all__ = [
     "API_REQUEST_DURATION",
     "CREDITS_CHARGED",
     "CREDITS_REFUNDED",
+    "DELIVERIES_GIVEN_UP",
     "JOBS",
     "NOTIFICATIONS",
 ]
@@ -38,4 +39,9 @@ NOTIFICATIONS = Counter(
     "crmsync_notifications_total",
     "Error notifications, by kind, channel and delivery outcome",
     ["kind", "channel", "outcome"],
+)
+DELIVERIES_GIVEN_UP = Counter(
+    "crmsync_notification_deliveries_given_up_total",
+    "Webhook and email deliveries given up, by channel and reason (expired, refused, uncertain)",
+    ["channel", "reason"],
 )

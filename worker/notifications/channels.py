@@ -3,6 +3,10 @@
 The hash has one field per webhook, ``webhook:<ID>`` -> ``{"url", "added_at"}`` (``ID`` is derived from the
 URL, so adding twice is one webhook and concurrent adds never overwrite each other), and ``email`` -> the SMTP
 settings as JSON. The SMTP password is stored only as a reference (``file:/path`` or ``env:NAME``).
+
+A webhook URL is a secret: chat services put their token in its path (``https://hooks.slack.com/services/T/B/X``)
+or its query. It is read only to post to it; everything else (commands, logs, errors, metrics, broker messages,
+delivery records) names a webhook by its id and host (``Webhook.name``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ __all__ = [
     "check_address",
     "check_webhook_url",
     "password_ref",
-    "redact_url",
+    "webhook_host",
     "webhook_id",
 ]
 
@@ -49,14 +53,15 @@ def webhook_id(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
-def redact_url(url: str) -> str:
-    """``url`` safe to show: no user:password, the query string (where tokens live) replaced."""
+def webhook_host(url: str) -> str:
+    """The host (and port, if the URL gives one) of a webhook URL: all of it that may be shown. Never the path
+    or the query, where tokens live, nor a user:password."""
     try:
-        parts = urlsplit(url)
+        netloc = urlsplit(url).netloc
     except ValueError:
         return "<unparsable URL>"
-    netloc = parts.netloc.rpartition("@")[2]  # drop user:password@, parse nothing else (it may be malformed)
-    return f"{parts.scheme}://{netloc}{parts.path}" + ("?<redacted>" if parts.query else "")
+    # Drop user:password@ and parse nothing else: a URL being refused may have a malformed port.
+    return netloc.rpartition("@")[2] or "<no host>"
 
 
 def check_webhook_url(url: str) -> str:
@@ -67,9 +72,9 @@ def check_webhook_url(url: str) -> str:
         parts = urlsplit(url)
         parts.port  # noqa: B018 (raises ValueError on a port out of range)
     except ValueError:
-        raise InvalidInput(f"invalid webhook URL {redact_url(url)!r}: malformed host or port") from None
+        raise InvalidInput(f"invalid webhook URL (host {webhook_host(url)}): malformed host or port") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise InvalidInput(f"invalid webhook URL {redact_url(url)!r}: use http:// or https:// with a host")
+        raise InvalidInput(f"invalid webhook URL (host {webhook_host(url)}): use http:// or https:// with a host")
     return url
 
 
@@ -82,7 +87,7 @@ def check_address(address: str) -> str:
 
 @dataclass(frozen=True)
 class Webhook:
-    """A webhook channel. ``url`` may hold a token: show ``redact_url(url)``, never the URL itself."""
+    """A webhook channel. ``url`` may hold a token: show ``name`` (or ``id`` and ``host``), never the URL."""
 
     url: str
     added_at: datetime
@@ -91,6 +96,16 @@ class Webhook:
     def id(self) -> str:
         """The webhook's id (see ``webhook_id``)."""
         return webhook_id(self.url)
+
+    @property
+    def host(self) -> str:
+        """The URL's host (and port, if given): see ``webhook_host``."""
+        return webhook_host(self.url)
+
+    @property
+    def name(self) -> str:
+        """How the webhook is shown everywhere: ``webhook <ID> (<HOST>)``."""
+        return f"webhook {self.id} ({self.host})"
 
 
 @dataclass(frozen=True)
@@ -162,7 +177,6 @@ class Channels:
         return next((w for w in self.webhooks if w.id == ident), None)
 
 
-
 class ChannelStore:
     """Reads and changes the channel config in Redis. Every change is one atomic command."""
 
@@ -198,10 +212,13 @@ class ChannelStore:
             return existing or hook
         return hook
 
-    def remove_webhook(self, url_or_id: str) -> bool:
-        """Remove the webhook with this URL (or id); False if there was none."""
+    def remove_webhook(self, url_or_id: str) -> Webhook | None:
+        """Remove the webhook with this URL (or id) and return it; None if there was none (nothing changed)."""
         ident = url_or_id if re.fullmatch(r"[0-9a-f]{12}", url_or_id) else webhook_id(url_or_id)
-        return bool(self._redis.hdel(keys.NOTIFY_CONFIG, _WEBHOOK_PREFIX + ident))
+        hook = self.load().webhook(ident)
+        if hook is None or not self._redis.hdel(keys.NOTIFY_CONFIG, _WEBHOOK_PREFIX + ident):
+            return None
+        return hook
 
     def set_email(self, settings: EmailSettings) -> None:
         """Replace the SMTP settings."""
