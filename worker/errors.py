@@ -9,6 +9,9 @@
      ├── InvalidJob (quota.errors.InvalidInput)         a malformed job message: dead-lettered, never retried
      ├── InvalidDelivery (quota.errors.InvalidInput)    a malformed notification delivery: dead-lettered
      ├── InvalidPriority (quota.errors.InvalidInput)    a job priority other than ``essential`` or ``normal``
+     ├── InvalidRecords (quota.errors.InvalidInput)     push records refused: not flat JSON objects of valid
+     │                                                  fields and values, or over a size cap; nothing written
+     ├── InvalidTimeout (quota.errors.InvalidInput)     a wait that is not a number of seconds from 0 to a week
      ├── CommandError                                   a ``crmsync`` command's one-line refusal; carries the exit code
      ├── SecretUnavailable                              a referenced secret is missing, unreadable or empty
      ├── NotConnected                                   the tenant has no (readable) connection
@@ -47,6 +50,8 @@ __all__ = [
     "InvalidJob",
     "InvalidName",
     "InvalidPriority",
+    "InvalidRecords",
+    "InvalidTimeout",
     "JobBusy",
     "NotConnected",
     "OrgLimitExceeded",
@@ -87,6 +92,15 @@ class InvalidDelivery(WorkerError, InvalidInput):
 
 class InvalidPriority(WorkerError, InvalidInput):
     """A job or schedule priority other than ``essential`` or ``normal``; nothing was written."""
+
+
+class InvalidRecords(WorkerError, InvalidInput):
+    """Records a push refuses (where from, and why, in one line: ``FILE:LINE: ...`` or ``record N: ...``);
+    nothing was written."""
+
+
+class InvalidTimeout(WorkerError, InvalidInput):
+    """A time to wait for a job that is not a finite number of seconds from 0 to a week."""
 
 
 class CommandError(WorkerError):

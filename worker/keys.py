@@ -41,11 +41,16 @@ key                                    type    what
 ``crmsync:scheduler:lease``            string  the scheduler instance allowed to enqueue; expires
 ``crmsync:resumer:lease``              string  the worker process that checks paused tenants; expires
 =====================================  ======  ==============================================================
+
+``<OBJECT>`` in the checkpoint and lock keys, and the ``active`` hash's fields, are the object's
+``worker.salesforce.soql.object_key`` (``Lead`` for ``LEAD``, ``my_thing__c`` for ``My_Thing__c``), so an object
+spelled two ways has one checkpoint, one lock and one active pull.
 """
 
 from __future__ import annotations
 
 from quota.keys import PREFIX, TENANTS, audit, config, rolling_window, scope, window_prefix
+from worker.salesforce.soql import object_key
 
 __all__ = [
     "CONNECTIONS",
@@ -66,6 +71,7 @@ __all__ = [
     "connection",
     "delivery",
     "job",
+    "legacy_pull_checkpoint",
     "lock",
     "notified",
     "org_usage",
@@ -108,7 +114,13 @@ def bulk_budget(tenant: str) -> str:
 
 
 def pull_checkpoint(tenant: str, sobject: str) -> str:
-    """Hash of a tenant's incremental-pull checkpoint for one object."""
+    """Hash of a tenant's incremental-pull checkpoint for one object, however the object is spelled."""
+    return f"{scope(tenant)}:pull:{object_key(sobject)}"
+
+
+def legacy_pull_checkpoint(tenant: str, sobject: str) -> str:
+    """Where a checkpoint was kept before object names were matched: under the object as the job spelled it
+    (``worker.jobs.state.adopt_legacy_checkpoint`` moves it to ``pull_checkpoint``)."""
     return f"{scope(tenant)}:pull:{sobject}"
 
 
@@ -123,8 +135,8 @@ def job(tenant: str, job_id: str) -> str:
 
 
 def lock(tenant: str, sobject: str) -> str:
-    """Lock held by the one job running for a tenant and object."""
-    return f"{scope(tenant)}:lock:{sobject}"
+    """Lock held by the one job running for a tenant and object, however the object is spelled."""
+    return f"{scope(tenant)}:lock:{object_key(sobject)}"
 
 
 def active_pulls(tenant: str) -> str:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import cast
+from typing import Any, NamedTuple, cast
 
 import pytest
 import redis
@@ -20,6 +24,8 @@ from tests.faults.conftest import Pool, Tenant, connect_tenant, crmsync, worker_
 from worker import keys
 from worker.broker import NAMESPACE, current
 from worker.enqueue import PULL_ACTOR, PUSH_ACTOR, QUEUE, enqueue_pull, enqueue_push, wait_for
+from worker.errors import InvalidRecords, InvalidTimeout
+from worker.jobs.push import MAX_PUSH_BYTES, MAX_RECORD_BYTES
 
 BAD_LIMITS = ["99999", "0", "-100000", "100000.0", "1e6", "1_000_000", " 100000", "abc", "", "10000000000000001",
               "\uff11\uff10\uff10\uff10\uff10\uff10"]
@@ -30,12 +36,12 @@ INJECTIONS = ["Lead WHERE Id != null", "Lead; DELETE", "Lead--", "Lead)", "Lead'
 
 @pytest.fixture(scope="module")
 def pool(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    import subprocess  # noqa: PLC0415
-
     from tests.faults.conftest import CRMSYNC  # noqa: PLC0415
 
     base = tmp_path_factory.mktemp("bad-input")
-    env = worker_environment(redis_url, base / "data")
+    # The tests' allowances (their secret directories, the emulator's address), which worker_environment drops.
+    allowed = {k: os.environ[k] for k in ("CRMSYNC_SECRET_DIRS", "CRMSYNC_LOGIN_HOSTS") if k in os.environ}
+    env = worker_environment(redis_url, base / "data", **allowed)
     with (base / "worker.log").open("wb") as log:
         process = subprocess.Popen([CRMSYNC, "worker", "--processes", "2", "--threads", "2"], env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -128,6 +134,190 @@ def test_soql_injection_is_refused_before_anything_is_queued(name: str, env: dic
             call()
     assert _snapshot(client) == before
     assert client.llen(f"{NAMESPACE}:{QUEUE}") == queued
+
+
+def _refused(done: subprocess.CompletedProcess[str], exit_code: int = 2) -> str:
+    """The one line a refused command printed, checked: its exit code, one stderr line, no traceback."""
+    assert done.returncode == exit_code, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.startswith("crmsync: error: "), done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1, done.stderr[-2000:]
+    assert done.stdout == ""
+    return done.stderr
+
+
+_GOOD = b'{"External_Id__c": "ok-1", "LastName": "Good"}\n'
+_BIG = "x" * (MAX_RECORD_BYTES - 1_000)  # one record just under the cap
+_OVER = MAX_PUSH_BYTES // MAX_RECORD_BYTES + 1  # records of _BIG that pass the push's cap
+
+
+class BadFile(NamedTuple):
+    what: str
+    content: Callable[[], bytes]  # built when the test runs: some are tens of MB
+    line: int  # the line that is wrong
+    says: str  # a word the error must say
+
+
+BAD_FILES = [
+    BadFile("not utf-8", lambda: _GOOD + b"\n" + b'{"External_Id__c": "x", "LastName": "M\xfcller"}\n', 3, "UTF-8"),
+    BadFile("latin-1 file", lambda: b'{"External_Id__c": "x", "LastName": "M\xfcller"}\n', 1, "UTF-8"),
+    BadFile("nested array", lambda: _GOOD + b"[" * 100_000 + b"]" * 100_000 + b"\n", 2, "nested"),
+    BadFile("nested object", lambda: _GOOD * 2 + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"\n", 3, "nested"),
+    BadFile("NaN", lambda: _GOOD + b'{"External_Id__c": "x", "AnnualRevenue": NaN}\n', 2, "NaN"),
+    BadFile("Infinity", lambda: b'{"External_Id__c": "x", "AnnualRevenue": Infinity}\n', 1, "Infinity"),
+    BadFile("-Infinity", lambda: b'{"External_Id__c": "x", "AnnualRevenue": -Infinity}\n', 1, "Infinity"),
+    BadFile("overflowing float", lambda: b'{"External_Id__c": "x", "AnnualRevenue": 1e400}\n', 1, "finite"),
+    BadFile("5,000 digits", lambda: b'{"External_Id__c": "x", "AnnualRevenue": ' + b"9" * 5_000 + b"}\n", 1,
+            "digits"),
+    BadFile("attributes", lambda: b'{"External_Id__c": "x", "attributes": {"type": "Account"}}\n', 1, "attributes"),
+    BadFile("attributes, any case", lambda: b'{"External_Id__c": "x", "Attributes": "Account"}\n', 1,
+            "attributes"),
+    BadFile("one field twice", lambda: b'{"External_Id__c": "x", "Email": "a@x.io", "Email": "b@x.io"}\n', 1,
+            "twice"),
+    BadFile("one field in two cases", lambda: b'{"External_Id__c": "x", "Email": "a@x.io", "EMAIL": "b@x.io"}\n',
+            1, "same field"),
+    BadFile("nested value", lambda: b'{"External_Id__c": "x", "Address": {"City": "Paris"}}\n', 1, "scalar"),
+    BadFile("not an object", lambda: _GOOD + b'["External_Id__c", "x"]\n', 2, "JSON object"),
+    BadFile("not JSON", lambda: _GOOD * 3 + b'{"External_Id__c": }\n', 4, "not valid JSON"),
+    BadFile("bad field name", lambda: b'{"External_Id__c": "x", "Last Name": "y"}\n', 1, "invalid field name"),
+    BadFile("no external id", lambda: _GOOD + b'{"LastName": "y"}\n', 2, "external id"),
+    BadFile("a 50 MB record",
+            lambda: _GOOD + b'{"External_Id__c": "x", "Description": "' + b"x" * 50_000_000 + b'"}\n', 2,
+            f"{MAX_RECORD_BYTES:,}"),
+    BadFile("a push over its cap", lambda: b"".join(
+        json.dumps({"External_Id__c": str(n), "Description": _BIG}).encode() + b"\n" for n in range(_OVER)),
+        _OVER, f"{MAX_PUSH_BYTES:,}"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=[case.what for case in BAD_FILES])
+def test_a_bad_push_file_exits_2_naming_its_line_and_writes_nothing(case: BadFile, env: dict[str, str],
+                                                                    redis_url: str, tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url)
+    before = _snapshot(client)
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(case.content())
+    error = _refused(crmsync("push", "acme", "Lead", "--file", str(path), "--external-id", "External_Id__c",
+                             env=env))
+    assert f"{path}:{case.line}: " in error, error[:500]
+    assert case.says in error, error[:500]
+    assert len(error) < 500
+    assert _snapshot(client) == before
+
+
+def test_a_good_push_file_with_a_bom_crlf_and_blank_lines_is_queued(env: dict[str, str], redis_url: str,
+                                                                    tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    path = tmp_path / "records.jsonl"
+    # U+2028 inside a string is not a line end in JSON Lines; NaN inside a string is text.
+    path.write_bytes(b"\xef\xbb\xbf" + _GOOD.replace(b"\n", b"\r\n") + b"\n  \n"
+                     + '{"External_Id__c": "ok-2", "LastName": "a\u2028b", "Title": "NaN"}\n'.encode())
+    tenant = "bom-tenant"
+    done = crmsync("push", tenant, "LEAD", "--file", str(path), "--external-id", "External_Id__c", env=env)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    try:
+        stored = json.loads(cast(str, client.hget(keys.push_records(tenant, job_id), "records")))
+        assert [r["External_Id__c"] for r in stored] == ["ok-1", "ok-2"]
+        assert stored[1]["LastName"] == "a\u2028b"
+        assert client.hget(keys.job(tenant, job_id), "object") == "Lead"  # matched to Salesforce's case
+    finally:
+        _forget(client, tenant)
+
+
+def _forget(client: redis.Redis, tenant: str) -> None:
+    """Remove a tenant's keys and its queued messages, so the module's worker pool never runs them."""
+    for key in list(client.scan_iter(f"crmsync:{{{tenant}}}:*")):
+        client.delete(key)
+    for message_id, raw in cast(dict[Any, Any], client.hgetall(f"{NAMESPACE}:{QUEUE}.msgs")).items():
+        if tenant in str(raw):
+            client.hdel(f"{NAMESPACE}:{QUEUE}.msgs", message_id)
+            client.lrem(f"{NAMESPACE}:{QUEUE}", 0, message_id)
+
+
+BAD_RECORDS: list[tuple[str, Callable[[], Any]]] = [
+    ("NaN", lambda: [{"External_Id__c": "x", "AnnualRevenue": float("nan")}]),
+    ("Infinity", lambda: [{"External_Id__c": "a"}, {"External_Id__c": "x", "AnnualRevenue": float("inf")}]),
+    ("attributes", lambda: [{"External_Id__c": "x", "attributes": {"type": "Account"}}]),
+    ("attributes as text", lambda: [{"External_Id__c": "x", "attributes": "Account"}]),
+    ("one field in two cases", lambda: [{"External_Id__c": "x", "Email": "a@x.io", "email": "b@x.io"}]),
+    ("a datetime", lambda: [{"External_Id__c": "x", "CreatedDate": datetime(2024, 1, 1, tzinfo=UTC)}]),
+    ("a Decimal", lambda: [{"External_Id__c": "x", "AnnualRevenue": Decimal("1.5")}]),
+    ("a non-text field name", lambda: [{"External_Id__c": "x", 5: "y"}]),
+    ("a 50 MB record", lambda: [{"External_Id__c": "x", "Description": "x" * 50_000_000}]),
+    ("a push over its cap",
+     lambda: [{"External_Id__c": str(n), "Description": _BIG} for n in range(_OVER)]),
+    ("no records", lambda: []),
+    ("not a list", lambda: {"External_Id__c": "x"}),
+]
+
+
+@pytest.mark.parametrize(("what", "records"), BAD_RECORDS, ids=[case[0] for case in BAD_RECORDS])
+def test_the_python_api_refuses_the_same_records_and_writes_nothing(what: str, records: Callable[[], Any],
+                                                                    redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    before = _snapshot(client)
+    with pytest.raises(InvalidRecords) as refused:
+        enqueue_push(client, "acme", "Lead", records(), "External_Id__c")
+    assert "\n" not in str(refused.value)
+    assert len(str(refused.value)) < 500
+    assert _snapshot(client) == before
+
+
+@pytest.mark.parametrize("timeout", ["nan", "NaN", "inf", "-inf", "-1", "abc", "", "604801", "1e308"])
+def test_a_bad_timeout_exits_2_before_anything_is_queued(timeout: str, env: dict[str, str], redis_url: str,
+                                                         tmp_path: Path) -> None:
+    client = redis.Redis.from_url(redis_url)
+    before = _snapshot(client)
+    queued = client.llen(f"{NAMESPACE}:{QUEUE}")
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(_GOOD)
+    for command in (["sync", "acme", "Lead"],
+                    ["push", "acme", "Lead", "--file", str(path), "--external-id", "External_Id__c"]):
+        error = _refused(crmsync(*command, "--wait", f"--timeout={timeout}", env=env))
+        assert "--timeout" in error
+    with pytest.raises(InvalidTimeout):
+        wait_for(client, "acme", "nope", timeout=float(timeout) if timeout not in ("abc", "") else -1)
+    assert _snapshot(client) == before
+    assert client.llen(f"{NAMESPACE}:{QUEUE}") == queued
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sync_and_push_with_redis_down_exit_1_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(_GOOD)
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"}
+    for command in (["sync", "acme", "Lead"], ["sync", "acme", "Lead", "--wait"],
+                    ["push", "acme", "Lead", "--file", str(path), "--external-id", "External_Id__c"]):
+        error = _refused(crmsync(*command, env=env), exit_code=1)
+        assert "Redis unavailable" in error
+        assert "REDIS_URL" in error
+
+
+def test_lead_and_lead_in_capitals_share_one_checkpoint_and_one_pull(
+    pool: Pool, emulator: EmulatorServer, redis_url: str, secrets_dir: Path, env: dict[str, str],
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    tenant: Tenant = connect_tenant(emulator, client, secrets_dir, records=5)
+    first = json.loads(_ok(crmsync("sync", tenant.name, "LEAD", "--wait", "--json", env=env)))
+    assert (first["state"], first["object"], first["records"]) == ("done", "Lead", 5)
+    again = json.loads(_ok(crmsync("sync", tenant.name, "lead", "--wait", "--json", env=env)))
+    # The same checkpoint: the second pull reads on from the first's watermark, and finds nothing new.
+    assert (again["state"], again["object"], again["records"]) == ("done", "Lead", 0)
+    assert sorted(client.scan_iter(f"crmsync:{{{tenant.name}}}:pull:*")) == [
+        keys.pull_checkpoint(tenant.name, "Lead").encode()]
+    assert keys.lock(tenant.name, "LEAD") == keys.lock(tenant.name, "Lead")
+    assert tenant.used() == tenant.counted() == 2
+
+
+def _ok(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return done.stdout
 
 
 def test_malformed_messages_never_crash_a_worker_nor_reach_salesforce(

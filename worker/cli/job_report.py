@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 
 import redis
 
-from worker.enqueue import wait_for
+from worker.enqueue import MAX_WAIT_S, check_timeout, wait_for
+from worker.errors import InvalidTimeout
 from worker.jobs.state import JobRecord
 
-__all__ = ["EXIT_PARKED", "add_priority_option", "add_wait_options", "report"]
+__all__ = ["EXIT_PARKED", "WaitOptions", "add_priority_option", "add_wait_options", "report", "wait_options"]
 
 EXIT_PARKED = 3
 
@@ -25,22 +27,49 @@ def add_priority_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_wait_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--wait``, ``--timeout`` and ``--json``."""
+    """Add ``--wait``, ``--timeout`` and ``--json`` (``wait_options`` checks them)."""
     parser.add_argument("--wait", action="store_true", help="block until the job ends and print its outcome")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)")
+    # Read as text and checked by wait_options: argparse's float() takes "nan" and "inf", and its own
+    # refusals come with a usage block rather than one line.
+    parser.add_argument("--timeout", default="3600", metavar="SECONDS",
+                        help=f"seconds --wait waits, 0 to {MAX_WAIT_S:,} (default 3600)")
     parser.add_argument("--json", action="store_true", help="with --wait: print the outcome as JSON")
 
 
-def report(client: redis.Redis, tenant: str, job_id: str, args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class WaitOptions:
+    """``--wait``, ``--timeout`` and ``--json``, checked."""
+
+    wait: bool
+    timeout: float
+    json: bool
+
+
+def wait_options(args: argparse.Namespace) -> WaitOptions:
+    """The checked wait options; ``InvalidTimeout`` for a ``--timeout`` that is not 0 to a week of seconds.
+    Call it before queueing anything, so a bad value writes nothing."""
+    try:
+        seconds = float(args.timeout)
+    except ValueError:
+        raise InvalidTimeout(f"--timeout must be a number of seconds, got {args.timeout!r}") from None
+    try:
+        timeout = check_timeout(seconds)
+    except InvalidTimeout:
+        raise InvalidTimeout(f"--timeout must be a number of seconds from 0 to {MAX_WAIT_S:,} (a week), "
+                             f"got {args.timeout!r}") from None
+    return WaitOptions(wait=args.wait, timeout=timeout, json=args.json)
+
+
+def report(client: redis.Redis, tenant: str, job_id: str, options: WaitOptions) -> int:
     """Print the queued job's id, or with ``--wait`` its outcome; return the command's exit code."""
-    if not args.wait:
+    if not options.wait:
         print(job_id)
         return 0
-    record = wait_for(client, tenant, job_id, timeout=args.timeout)
+    record = wait_for(client, tenant, job_id, timeout=options.timeout)
     if record is None:
         print(f"job {job_id}: unknown", file=sys.stderr)
         return 1
-    if args.json:
+    if options.json:
         print(json.dumps(record.to_dict()))
     else:
         print(_summary(record))

@@ -21,7 +21,7 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedReq
 
 from quota.errors import InvalidInput, QuotaExhausted
 from worker import keys
-from worker.errors import AuthFailed, BulkJobLost, OrgLimitExceeded, SliceEnded
+from worker.errors import AuthFailed, BulkJobLost, InvalidName, InvalidRecords, OrgLimitExceeded, SliceEnded
 from worker.jobs.bulk import NO_BULK, BulkOptions, csv_rows, wait_for_job, write_records
 from worker.jobs.cost import BULK_UPLOAD_BYTES, bulk_push_cost, choose, rest_push_cost
 from worker.jobs.state import JOB_TTL_S, JobStore
@@ -29,36 +29,116 @@ from worker.salesforce import bulk as bulk_api
 from worker.salesforce.client import TenantSalesforce
 from worker.salesforce.soql import check_name
 
-__all__ = ["BATCH", "MAX_RECORDS", "PushResult", "check_records", "run_push", "store_records"]
+__all__ = [
+    "BATCH",
+    "MAX_PUSH_BYTES",
+    "MAX_RECORDS",
+    "MAX_RECORD_BYTES",
+    "PushResult",
+    "RecordCheck",
+    "check_records",
+    "run_push",
+    "store_records",
+]
 
 log = structlog.get_logger("crmsync.push")
 BATCH = 200  # sObject Collections take at most 200 records a request
 INGEST_BATCH = 10_000  # Salesforce counts a Bulk ingest batch per 10,000 records
 MAX_RECORDS = 1_000_000
+# Sizes are of records as crmsync stores them: compact JSON in UTF-8. Salesforce takes at most 400,000
+# characters a record (Bulk API 2.0 ingest limits; 131,072 in one field). Field names, quotes and multi-byte
+# UTF-8 make a record's JSON longer than its characters, so the cap is 2.5 times that: it refuses a record
+# Salesforce would take only if the record is near Salesforce's limit and mostly non-Latin text.
+MAX_RECORD_BYTES = 1_000_000
+# Bulk API 2.0 takes 150 MB an upload once base64-encoded, about 100 MB of data (BULK_UPLOAD_BYTES): a push
+# within it goes as one ingest job (its CSV names each field once, where its JSON names it in every record),
+# and no push holds more than this of Redis memory.
+MAX_PUSH_BYTES = BULK_UPLOAD_BYTES
+# ``attributes`` is the record's metadata in an sObject Collections request (its type): set by crmsync only.
+RESERVED_FIELDS = frozenset({"attributes"})
+
+
+def _record_json(record: object) -> str:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _check_value(name: str, value: object) -> str | None:
+    """Why ``value`` cannot be sent as field ``name``, or None."""
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"field {name} is not a finite number ({value}): Salesforce takes none"
+    if isinstance(value, dict | list):
+        return f"field {name} must be a scalar value (a string, number, true, false or null)"
+    return f"field {name} is a {type(value).__name__}: a value must be a string, number, true, false or null"
+
+
+class RecordCheck:
+    """A push's records checked one at a time, each error naming where the record came from (``where``: a file
+    and line, or the record's index), against the push's rules and its size caps."""
+
+    def __init__(self, external_id: str) -> None:
+        self.external_id = check_name(external_id, "external id field")
+        self.records: list[dict[str, Any]] = []
+        self.bytes = 2  # the stored list's brackets; each record adds its JSON and a comma
+
+    def add(self, record: object, where: str) -> None:
+        """Check ``record`` and keep it, or raise ``InvalidRecords`` saying ``where`` and why."""
+        if not isinstance(record, dict):
+            raise InvalidRecords(f"{where}: a record must be a JSON object")
+        if len(self.records) >= MAX_RECORDS:
+            raise InvalidRecords(f"{where}: a push takes at most {MAX_RECORDS:,} records")
+        seen: dict[str, str] = {}
+        for name, value in record.items():
+            try:
+                check_name(name, "field name")
+            except InvalidName as exc:
+                raise InvalidRecords(f"{where}: {exc}") from None
+            if name.lower() in RESERVED_FIELDS:
+                raise InvalidRecords(f"{where}: field {name} is reserved (crmsync sets the record's attributes)")
+            if name.lower() in seen:
+                raise InvalidRecords(f"{where}: fields {seen[name.lower()]} and {name} are the same field "
+                                     "(Salesforce field names ignore case)")
+            seen[name.lower()] = name
+            why = _check_value(name, value)
+            if why is not None:
+                raise InvalidRecords(f"{where}: {why}")
+        if record.get(self.external_id) in (None, ""):
+            raise InvalidRecords(f"{where}: no value for the external id field {self.external_id}")
+        size = len(_record_json(record).encode())
+        if size > MAX_RECORD_BYTES:
+            raise InvalidRecords(f"{where}: the record is {size:,} bytes as JSON; "
+                                 f"a record may be at most {MAX_RECORD_BYTES:,}")
+        self.bytes += size + 1
+        if self.bytes > MAX_PUSH_BYTES:
+            raise InvalidRecords(f"{where}: the push's records pass {MAX_PUSH_BYTES:,} bytes as JSON, "
+                                 "the most one push takes: split it")
+        self.records.append(record)
+
+    def done(self) -> list[dict[str, Any]]:
+        """The checked records; ``InvalidRecords`` if there are none."""
+        if not self.records:
+            raise InvalidRecords("a push needs at least one record")
+        return self.records
 
 
 def check_records(records: object, external_id: str) -> list[dict[str, Any]]:
-    """Return ``records`` if each is an object of valid field names with a value for ``external_id``."""
-    if not isinstance(records, list) or not records:
-        raise InvalidInput("a push needs a non-empty list of records")
-    if len(records) > MAX_RECORDS:
-        raise InvalidInput(f"a push takes at most {MAX_RECORDS:,} records, got {len(records):,}")
+    """Return ``records`` if it is a non-empty list of flat objects of valid field names and JSON values, each
+    with a value for ``external_id``, within the size caps; else raise ``InvalidRecords`` (``InvalidName`` for
+    a bad ``external_id``)."""
+    if not isinstance(records, list):
+        raise InvalidRecords("a push needs a non-empty list of records")
+    check = RecordCheck(external_id)
     for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise InvalidInput(f"record {index} is not a JSON object")
-        for name, value in record.items():
-            check_name(name, f"field in record {index}")
-            if isinstance(value, dict | list):
-                raise InvalidInput(f"record {index}: field {name} must be a scalar value")
-        if record.get(external_id) in (None, ""):
-            raise InvalidInput(f"record {index} has no value for the external id field {external_id}")
-    return records
+        check.add(record, f"record {index}")
+    return check.done()
 
 
 def store_records(client: redis.Redis, tenant: str, job_id: str, records: list[dict[str, Any]]) -> None:
     """Keep a queued push's records in Redis until the job has sent them."""
     key = keys.push_records(tenant, job_id)
-    client.hset(key, mapping={"records": json.dumps(records), "position": 0})
+    # Stored in the form the size caps measure: compact JSON in UTF-8.
+    client.hset(key, mapping={"records": _record_json(records).encode(), "position": 0})
     client.expire(key, JOB_TTL_S)
 
 
@@ -168,7 +248,9 @@ def _rest_push(push: _Push) -> PushResult:
     while push.position < len(order):
         indices = order[push.position:push.position + BATCH]
         batch = [records[i] for i in indices]
-        body = {"allOrNone": False, "records": [{"attributes": {"type": push.sobject}, **r} for r in batch]}
+        # Our attributes last: a record's own (refused at enqueue since, but stored by an older version) never
+        # names another object.
+        body = {"allOrNone": False, "records": [{**r, "attributes": {"type": push.sobject}} for r in batch]}
         results = _upsert(sf, path, body)
         failed = _errors(results, batch, indices, push.external_id)
         push.jobs.add_errors(sf.tenant, push.job_id, failed)

@@ -11,8 +11,9 @@ import redis
 
 from quota.replies import text
 from worker import keys
+from worker.salesforce.soql import object_key
 
-__all__ = ["TERMINAL", "JobRecord", "JobState", "JobStore"]
+__all__ = ["TERMINAL", "JobRecord", "JobState", "JobStore", "adopt_legacy_checkpoint"]
 
 JobState = Literal["queued", "running", "retrying", "parked", "done", "failed", "stopped"]
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "stopped"})
@@ -76,10 +77,12 @@ class JobStore:
         self._write(tenant, job_id, {"state": state, "error": error})
         if state in TERMINAL:
             name = text(self.redis.hget(keys.job(tenant, job_id), "object"))
-            if name is not None:
-                active = self.redis.hget(keys.active_pulls(tenant), name)
-                if text(active) == job_id:
-                    self.redis.hdel(keys.active_pulls(tenant), name)
+            if name is None:
+                return
+            # A pull queued before object names were matched is filed under the name as it was spelled.
+            for field_name in dict.fromkeys((object_key(name), name)):
+                if text(self.redis.hget(keys.active_pulls(tenant), field_name)) == job_id:
+                    self.redis.hdel(keys.active_pulls(tenant), field_name)
 
     def progress(self, tenant: str, job_id: str, *, credits: int = 0, records: int = 0, failed: int = 0) -> None:
         """Add what a step of the job spent and delivered."""
@@ -110,3 +113,24 @@ class JobStore:
             error=data.get("error", ""), updated_at=float(data.get("updated_at", 0)),
             priority=data.get("priority", "normal"),
         )
+
+
+def adopt_legacy_checkpoint(client: redis.Redis, tenant: str, sobject: str) -> None:
+    """Move a pull checkpoint kept under the object as a job spelled it (before object names were matched,
+    ``keys.legacy_pull_checkpoint``) to the object's one checkpoint (``keys.pull_checkpoint``), unless that one
+    already exists: the pull then goes on from where it was instead of reading everything again.
+
+    Idempotent and cheap (one read when there is nothing to move): call it under the object's lock, before
+    reading the checkpoint. Where two spellings each had a checkpoint (the defect this fixes gave ``Lead`` and
+    ``LEAD`` one each), the first adopted wins and the other is deleted when a job so spelled comes by: both
+    are the same org's, and a pull from the older one only reads some records again.
+    """
+    legacy, current = keys.legacy_pull_checkpoint(tenant, sobject), keys.pull_checkpoint(tenant, sobject)
+    if legacy == current:
+        return
+    state = text(client.hget(legacy, "state"))
+    if state is None:
+        return
+    # HSETNX: a checkpoint the object already has (written by another job since) is never overwritten.
+    client.hsetnx(current, "state", state)
+    client.delete(legacy)
