@@ -1,5 +1,6 @@
 """The whole story: a tenant drains its bucket, its jobs park, one quota_exhausted notification arrives on every
-channel (log, stream, webhook, email), an admin raises the limit, and the jobs resume and finish."""
+channel (log, stream, webhook, email), each delivery recorded as done once, an admin raises the limit, and the
+jobs resume and finish. The webhook's token is in its path, as chat webhooks have it: no worker log holds it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import redis
 
 from tests.e2e.conftest import Tenant, Workers
 from tests.notifications.conftest import HookServer, MailServer, hook_server, mail_server  # noqa: F401
+from worker import keys
 from worker.enqueue import enqueue_pull, wait_for
 from worker.notifications import ChannelStore, EmailSettings, recent
 
@@ -24,10 +26,10 @@ SETTLED_DONE = frozenset({"done", "failed", "stopped"})
 @pytest.fixture
 def channels(redis_url: str, hook_server: HookServer, mail_server: MailServer):  # noqa: F811
     store = ChannelStore(redis.Redis.from_url(redis_url))
-    hook = store.add_webhook(f"{hook_server.url}/crm?token=hook-secret-123")
+    hook = store.add_webhook(f"{hook_server.url}/services/T0/B0/hook-secret-123")
     store.set_email(EmailSettings(host=mail_server.host, port=mail_server.port, sender="crmsync@example.com",
                                   recipients=("ops@example.com",)))
-    yield hook_server, mail_server
+    yield hook_server, mail_server, hook.id
     store.remove_webhook(hook.id)
     store.clear_email()
 
@@ -39,7 +41,7 @@ def crmsync(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_drain_park_notify_raise_resume(workers: Workers, make_tenant, channels, redis_url: str) -> None:
-    hooks, mail = channels
+    hooks, mail, hook_id = channels
     tenant: Tenant = make_tenant(records=2_500)
     tenant.bucket.take(tenant.name, 100_000 - 1)
     jobs = [enqueue_pull(tenant.client, tenant.name, sobject) for sobject in ("Lead", "Contact", "Account", "Case")]
@@ -64,6 +66,9 @@ def test_drain_park_notify_raise_resume(workers: Workers, make_tenant, channels,
     assert exhausted[0].details["used"] == 100_000
     assert len(for_tenant("quota_exhausted")) == 1
     assert len(mailed("quota_exhausted")) == 1
+    for target in (f"webhook:{hook_id}", "email"):
+        record = tenant.client.hgetall(keys.delivery(tenant.name, exhausted[0].id, target))
+        assert (record[b"state"], record[b"attempts"]) == (b"delivered", b"1")
     # The last credit crossed both warning shares at once: one warning, for the higher share.
     assert [n.details["share"] for n in recent(tenant.client, tenant.name, limit=100)
             if n.kind == "quota_warning"] == [0.95]

@@ -1,6 +1,8 @@
 """Error notifications: raised once per tenant, kind and window; delivered to the log, a bounded Redis stream,
 and optionally webhooks and email (by the ``crmsync_deliver_notification`` actor on queue ``crmsync-notify``,
 in ``worker.notifications.delivery``, which the worker app declares so its processes consume the queue).
+Webhook and email deliveries are retried for up to 24 hours (``retry_policy``) and sent at most once each
+(``ledger``); a webhook is shown by its id and host only (``channels``).
 
 What the worker raises, and in which words, is in ``worker.notifications.notifier``.
 """
