@@ -67,8 +67,8 @@ def test_drain_park_notify_raise_resume(workers: Workers, make_tenant, channels,
     assert len(for_tenant("quota_exhausted")) == 1
     assert len(mailed("quota_exhausted")) == 1
     for target in (f"webhook:{hook_id}", "email"):
-        record = tenant.client.hgetall(keys.delivery(tenant.name, exhausted[0].id, target))
-        assert (record[b"state"], record[b"attempts"]) == (b"delivered", b"1")
+        delivery = tenant.client.hgetall(keys.delivery(tenant.name, exhausted[0].id, target))
+        assert (delivery[b"state"], delivery[b"attempts"]) == (b"delivered", b"1")
     # The last credit crossed both warning shares at once: one warning, for the higher share.
     assert [n.details["share"] for n in recent(tenant.client, tenant.name, limit=100)
             if n.kind == "quota_warning"] == [0.95]
