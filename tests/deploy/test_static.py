@@ -1,6 +1,8 @@
 """Static checks of deploy/: promtool on the rules and their unit tests, every YAML and JSON file parses, the
-Kubernetes manifests validate against the Kubernetes schemas offline, the compose file and the Dockerfile
-refer only to files and settings that exist in this repository, and every alert has a runbook entry."""
+Kubernetes manifests validate against the Kubernetes schemas offline (and build with kustomize when kubectl is
+installed), the compose file and the Dockerfile refer only to files and settings that exist in this repository,
+every alert has a runbook entry, each service gets only its own Redis user and only the secrets it uses, and
+every Redis runs with maxmemory-policy noeviction."""
 
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from tests.deploy.conftest import DEPLOY, ROOT
 from tests.deploy.promql import ALERT_TESTS, ALERTS, DASHBOARDS, alert_rules
 
 PROMTOOL = shutil.which("promtool")
+KUBECTL = shutil.which("kubectl")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian: apt-get install -y prometheus; .ci/run does it)")
 YAML_FILES = sorted(p for ext in ("*.yml", "*.yaml") for p in DEPLOY.rglob(ext))
 JSON_FILES = sorted(DEPLOY.rglob("*.json"))
 K8S_FILES = sorted((DEPLOY / "k8s").glob("*.yaml"))
 COMPOSE = DEPLOY / "docker-compose.yml"
+REDIS_CONF = DEPLOY / "redis" / "redis.conf"
 DOCKERFILE = DEPLOY / "Dockerfile"
 # Not in the Kubernetes schemas: custom resources and kustomize's own file, checked by hand below.
 NOT_CORE = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("kustomize.config.k8s.io/v1beta1", "Kustomization")}
@@ -153,7 +157,7 @@ def test_custom_resources() -> None:
     monitor = next(d for d in docs.values() if d["kind"] == "ServiceMonitor")
     assert monitor["metadata"]["namespace"] == "crmsync"
     scraped = set(monitor["spec"]["selector"]["matchExpressions"][0]["values"])
-    services = [d for d in docs.values() if d["kind"] == "Service"]
+    services = [d for d in docs.values() if d["kind"] == "Service" and "crmsync.io/scrape" in d["metadata"]["labels"]]
     assert {s["metadata"]["labels"]["crmsync.io/scrape"] for s in services} == scraped
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["port"] in {p["name"] for s in services for p in s["spec"]["ports"]}
@@ -161,14 +165,17 @@ def test_custom_resources() -> None:
     # The ServiceMonitor's job names are the ones the alerts use.
     assert {f"crmsync-{value}" for value in scraped} == {"crmsync-metrics", "crmsync-worker"}
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
-    for resource in kustomization["resources"]:
+    files = [r for r in kustomization["resources"] if not r.startswith("../")]
+    for resource in files:
         assert (DEPLOY / "k8s" / resource).is_file(), resource
-    listed = set(kustomization["resources"])
-    assert listed == {p.name for p in K8S_FILES} - {"kustomization.yaml", "secrets.example.yaml"}
+    assert set(files) == {p.name for p in K8S_FILES} - {"kustomization.yaml", "secrets.example.yaml"}
+    # The one directory outside: deploy/redis, whose kustomization makes the Redis ConfigMap from its files.
+    assert set(kustomization["resources"]) - set(files) == {"../redis"}
 
 
 def pod_specs() -> list[tuple[str, dict[str, Any]]]:
-    return [(where, doc["spec"]["template"]["spec"]) for where, doc in k8s_documents() if doc["kind"] == "Deployment"]
+    return [(where, doc["spec"]["template"]["spec"]) for where, doc in k8s_documents()
+            if doc["kind"] in {"Deployment", "StatefulSet"}]
 
 
 @pytest.mark.parametrize(("where", "spec"), pod_specs(), ids=[w for w, _ in pod_specs()])
@@ -209,7 +216,9 @@ def test_configmap_holds_the_documented_settings() -> None:
     compose_env = dict(line.split("=", 1) for line in (DEPLOY / "crmsync.env").read_text().splitlines()
                        if line and not line.startswith("#"))
     assert documented <= set(compose_env)
-    assert not {k for k in configmap["data"] if re.search("PASSWORD|SECRET|TOKEN|REDIS_URL", k)}
+    # No secret in it: CRMSYNC_SECRET_DIRS only says where secret files may be read from.
+    secret_like = {k for k in configmap["data"] if re.search("PASSWORD|SECRET|TOKEN|REDIS_URL", k)}
+    assert secret_like <= {"CRMSYNC_SECRET_DIRS"}
 
 
 def test_worker_pods_share_the_metrics_directory() -> None:
@@ -265,7 +274,7 @@ def test_compose_variables_are_documented_and_secrets_stay_out() -> None:
     urls = {name: s["environment"]["REDIS_URL"] for name, s in compose["services"].items()
             if "REDIS_URL" in (s.get("environment") or {})}
     assert urls["worker"].startswith("redis://worker:")
-    assert urls["scheduler"].startswith("redis://worker:")
+    assert urls["scheduler"].startswith("redis://scheduler:")
     assert urls["metrics"].startswith("redis://metrics:")
     assert urls["admin"].startswith("redis://admin:")
     assert compose["services"]["scheduler"]["deploy"]["replicas"] == 2
@@ -315,5 +324,126 @@ def test_dockerfile_runs_unprivileged_without_secrets() -> None:
     assert "PROMETHEUS_MULTIPROC_DIR=/run/crmsync/metrics" in env
     assert not re.search(r"PASSWORD|SECRET|TOKEN|REDIS_URL", env)
     run = " ".join(args for instruction, args in instructions if instruction == "RUN")
-    assert "pip install ." in run
+    # Every dependency at the hash of the lock file, then the project itself without resolving anything again.
+    assert "pip install --require-hashes -r requirements.lock" in run
+    assert "pip install --no-deps ." in run
     assert "chown -R crmsync:crmsync /var/lib/crmsync /run/crmsync" in run
+
+
+# -- each service: its own Redis user, only the secrets it uses ---------------------------------------------
+
+# Who may mount what: Salesforce credentials and the SMTP password where tokens are requested and notifications
+# delivered (the worker), and where connect / `notify email set` check the files (the admin tool); nowhere else.
+SECRET_MOUNTS = {"worker": {"salesforce", "smtp"}, "admin": {"salesforce", "smtp"}}
+REDIS_USERS = {"worker": "worker", "scheduler": "scheduler", "metrics": "metrics", "admin": "admin"}
+
+
+def test_compose_mounts_secrets_only_where_used() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    assert "volumes" not in compose["x-crmsync"], "the shared service template must not mount anything"
+    mounting = {name for name, service in compose["services"].items()
+                if any(str(v).split(":")[0] == "./secrets" for v in service.get("volumes", []))}
+    assert mounting == set(SECRET_MOUNTS)
+    for name in ("scheduler", "metrics", "worker-metrics"):
+        assert not any("secrets" in str(v) for v in compose["services"][name].get("volumes", [])), name
+
+
+def test_compose_gives_each_service_its_own_redis_user_and_breakglass_to_none() -> None:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    for name, service in compose["services"].items():
+        environment = service.get("environment") or {}
+        url = environment.get("REDIS_URL")
+        if name in REDIS_USERS:
+            assert url.startswith(f"redis://{REDIS_USERS[name]}:${{CRMSYNC_REDIS_{REDIS_USERS[name].upper()}_"), name
+        else:
+            assert url is None, name
+        breakglass = {k for k in environment if "BREAKGLASS" in k}
+        # Only Redis knows of it, and only its hash.
+        assert breakglass == ({"CRMSYNC_REDIS_BREAKGLASS_PASSWORD_SHA256"} if name == "redis" else set()), name
+    assert "breakglass" not in COMPOSE.read_text().replace("CRMSYNC_REDIS_BREAKGLASS_PASSWORD_SHA256", "").lower()
+
+
+def _volumes_of(container: dict[str, Any], spec: dict[str, Any]) -> set[str]:
+    """The Secrets a container mounts, by name."""
+    secrets = {v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v}
+    return {secrets[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in secrets}
+
+
+def _secret_refs(container: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def test_k8s_mounts_secrets_only_where_used() -> None:
+    wanted = {("crmsync-worker", "worker"): {"crmsync-salesforce", "crmsync-smtp"},
+              ("crmsync-admin", "admin"): {"crmsync-salesforce", "crmsync-smtp"},
+              ("crmsync-redis", "redis"): {"crmsync-redis-users"}}
+    seen = {}
+    for _, doc in k8s_documents():
+        if doc["kind"] not in {"Deployment", "StatefulSet"}:
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            seen[(doc["metadata"]["name"], container["name"])] = _volumes_of(container, spec)
+    assert {k: v for k, v in seen.items() if v} == wanted
+    assert seen[("crmsync-worker", "metrics")] == set()  # the sidecar serves counters, it needs no secret
+    assert seen[("crmsync-scheduler", "scheduler")] == set()
+    assert seen[("crmsync-metrics", "metrics")] == set()
+
+
+def test_k8s_gives_each_pod_its_own_redis_user_and_breakglass_to_none() -> None:
+    wanted = {"crmsync-worker": "worker-url", "crmsync-scheduler": "scheduler-url",
+              "crmsync-metrics": "metrics-url", "crmsync-admin": "admin-url"}
+    for where, doc in k8s_documents():
+        if doc["kind"] not in {"Deployment", "StatefulSet"}:
+            continue
+        name = doc["metadata"]["name"]
+        refs = set().union(*(_secret_refs(c) for c in doc["spec"]["template"]["spec"]["containers"]))
+        if name in wanted:
+            assert refs == {("crmsync-redis", wanted[name])}, where
+        else:
+            assert refs == {("crmsync-redis-users", "breakglass-password-sha256")}, where  # Redis: a hash
+    example = list(yaml.safe_load_all((DEPLOY / "k8s" / "secrets.example.yaml").read_text()))
+    urls = next(d for d in example if d["metadata"]["name"] == "crmsync-redis")["stringData"]
+    assert set(urls) == set(wanted.values())
+    assert all(url.startswith(f"redis://{key.removesuffix('-url')}:") for key, url in urls.items())
+    users = next(d for d in example if d["metadata"]["name"] == "crmsync-redis-users")["stringData"]
+    assert set(users) == {"admin-password", "worker-password", "scheduler-password", "metrics-password",
+                          "breakglass-password-sha256"}
+
+
+# -- every Redis: noeviction, AOF, the ACL users -------------------------------------------------------------
+
+def test_k8s_redis_runs_the_repository_redis_conf() -> None:
+    assert re.search(r"^maxmemory-policy noeviction$", REDIS_CONF.read_text(), re.MULTILINE)
+    generator = yaml.safe_load((DEPLOY / "redis" / "kustomization.yaml").read_text())["configMapGenerator"]
+    (config,) = generator
+    assert set(config["files"]) == {"redis.conf", "users.acl", "render-acl.sh"}
+    redis_set = next(doc for _, doc in k8s_documents() if doc["kind"] == "StatefulSet")
+    spec = redis_set["spec"]["template"]["spec"]
+    mounts = {v["name"]: v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v}
+    (container,) = spec["containers"]
+    mounted = {m["mountPath"] for m in container["volumeMounts"] if mounts.get(m["name"]) == config["name"]}
+    command = " ".join(container["command"] + container["args"])
+    assert mounted == {"/usr/local/etc/crmsync"}
+    assert "redis-server /usr/local/etc/crmsync/redis.conf --aclfile" in command
+    assert "render-acl.sh /usr/local/etc/crmsync/users.acl" in command
+    assert "maxmemory-policy" not in command  # nothing overrides the file's noeviction
+    service = next(doc for _, doc in k8s_documents() if doc["kind"] == "Service" and doc["metadata"]["name"] == "redis")
+    assert service["spec"]["selector"] == redis_set["spec"]["selector"]["matchLabels"]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: kustomize build not checked")
+def test_kustomize_builds_a_noeviction_redis() -> None:
+    assert KUBECTL is not None
+    built = subprocess.run([KUBECTL, "kustomize", str(DEPLOY / "k8s")], capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("crmsync-redis-"))
+    assert config["data"]["redis.conf"] == REDIS_CONF.read_text()
+    assert config["data"]["users.acl"] == (DEPLOY / "redis" / "users.acl").read_text()
+    assert config["metadata"]["namespace"] == "crmsync"
+    redis_set = next(d for d in docs if d["kind"] == "StatefulSet")
+    volumes = {v["name"]: v for v in redis_set["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == config["metadata"]["name"]  # the hashed name, followed
