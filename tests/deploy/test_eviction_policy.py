@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from quota import CreditBucket
 from quota.scripts import METER
@@ -112,7 +114,7 @@ def test_the_metrics_report_the_policy(evicting: AclRedis) -> None:
 
 
 def test_the_metrics_leave_the_policy_out_when_redis_cannot_be_asked() -> None:
-    closed = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, retry=None)
+    closed = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     text = scrape(build_registry(closed, None))
     assert "crmsync_redis_maxmemory_policy_info{" not in text
     assert "crmsync_tenant_scrape_success 0.0" in text
