@@ -26,7 +26,7 @@ from worker.broker import build_broker
 from worker.devstack.redis_server import free_loopback_port
 from worker.errors import InvalidDelivery
 from worker.notifications import ChannelStore, EmailSettings, Notification, NotificationCenter
-from worker.notifications.delivery import QUEUE, declare_delivery_actor, deliver, parse_message
+from worker.notifications.delivery import LEASE_S, QUEUE, declare_delivery_actor, deliver, parse_message
 from worker.notifications.retry_policy import RetryPolicy
 
 PASSWORD = "smtp-pass-0123456789"
@@ -344,3 +344,13 @@ def test_email_over_starttls(redis_client: redis.Redis, tmp_path: Path, monkeypa
         controller.stop()
     assert mail.logins == [("crmsync", PASSWORD)]
     assert len(mail.messages) == 1
+
+
+def test_the_actor_retries_only_its_own_waits_and_redis_faults() -> None:
+    actor = declare_delivery_actor(build_broker())
+    retry_when = actor.options["retry_when"]
+    assert retry_when(40, dramatiq.Retry("next attempt", delay=3_600_000))  # however many attempts came before
+    assert retry_when(0, redis.ConnectionError("Redis is down"))
+    assert not retry_when(0, KeyError("a bug"))  # dead-lettered and logged by Dramatiq, not retried forever
+    # An attempt is stopped before its claim's lease ends, so a live attempt is never taken for dead.
+    assert actor.options["time_limit"] / 1000 < LEASE_S
