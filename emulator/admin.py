@@ -8,6 +8,7 @@ from typing import Any
 import requests
 
 from emulator.control import ADMIN_METHODS, Control
+from emulator.cursors import CURSOR_LIFETIME
 from emulator.orgs import Environment, OrgInfo
 
 __all__ = ["AdminClient", "admin_call"]
@@ -103,6 +104,28 @@ class AdminClient:
     def set_limit(self, org: str, max_requests: int) -> None:
         """See ``Control.set_limit``."""
         self._call("set_limit", org=org, max_requests=max_requests)
+
+    def set_api_overdraft(self, org: str, requests: int) -> None:
+        """See ``Control.set_api_overdraft``."""
+        self._call("set_api_overdraft", org=org, requests=requests)
+
+    def set_limit_info(self, org: str, app_name: str | None = None, app_max: int | None = None,
+                       extra_parts: list[str] | None = None) -> None:
+        """See ``Control.set_limit_info``."""
+        self._call("set_limit_info", org=org, app_name=app_name, app_max=app_max, extra_parts=extra_parts)
+
+    def set_query_cursors(self, org: str, limit: int | None = None, idle_timeout: float | None = None,
+                          lifetime: float = CURSOR_LIFETIME) -> None:
+        """See ``Control.set_query_cursors``."""
+        self._call("set_query_cursors", org=org, limit=limit, idle_timeout=idle_timeout, lifetime=lifetime)
+
+    def query_cursors(self, org: str) -> int:
+        """See ``Control.query_cursors``."""
+        return int(self._call("query_cursors", org=org))
+
+    def set_page_cap(self, org: str, records: int | None) -> None:
+        """See ``Control.set_page_cap``."""
+        self._call("set_page_cap", org=org, records=records)
 
     def expire_tokens(self, org: str) -> None:
         """See ``Control.expire_tokens``."""

@@ -17,6 +17,7 @@ from emulator.call import JSON_CONTENT_TYPE, Call, Reply
 from emulator.control import Control
 from emulator.errors import ApiError, not_found
 from emulator.faults import FaultPlan
+from emulator.identity import identity, identity_url, userinfo
 from emulator.oauth import OAuthError, token_grant
 from emulator.orgs import Org
 from emulator.registry import Registry
@@ -98,6 +99,8 @@ class App:
             return self._versions
         if path.rstrip("/") == "/services/oauth2/token":
             return self._token(request, path)
+        if path.rstrip("/") == "/services/oauth2/userinfo" or path.startswith("/id/"):
+            return self._identity(request, path, query)
         match = _VERSIONED.match(path)
         if match is None:
             return _json(404, not_found().body())
@@ -118,23 +121,45 @@ class App:
                         "status": 200, "counted": counted, "fault": None, "latency": 0.0, "api_usage": used})
         return _json(200, body)
 
+    def _identity(self, request: HttpRequest, path: str, query: str) -> HttpResponse:
+        """The identity URL and UserInfo: free, logged, and refusing a bad token as Salesforce does (403)."""
+        params = dict(parse_qsl(query))
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() not in ("bearer", "oauth"):
+            token = params.get("oauth_token", "")
+        with self.registry.lock:
+            org = self.registry.authenticate(token.strip())
+            if org is None:
+                return HttpResponse(403, b"Bad_OAuth_Token", {"Content-Type": "text/plain"})
+            base = self.registry.base_url
+            if path.startswith("/id/"):
+                ok = path.rstrip("/") == identity_url("", org)
+                response = _json(200, identity(base, org, params.get("version"))) if ok \
+                    else HttpResponse(403, b"Bad_Id", {"Content-Type": "text/plain"})
+            else:
+                response = _json(200, userinfo(base, org))
+            org.record({"time": self.registry.clock(), "method": request.method, "path": path, "query": query,
+                        "status": response.status, "counted": False, "fault": None, "latency": 0.0,
+                        "api_usage": org.usage.used})
+        return response
+
     def _api(self, request: HttpRequest, path: str, query: str, version: str, rest: str) -> HttpResponse:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         with self.registry.lock:
             org = self.registry.authenticate(token.strip()) if scheme.lower() in ("bearer", "oauth") else None
             if org is None:
                 return _json(401, _INVALID_SESSION.body())
-            used = org.usage.add()
+            used, served = org.usage.admit()
             # Bulk jobs progress with the clock; whatever they processed by now is visible to this request.
             org.bulk.advance()
             plan = FaultPlan()
-            if used > org.usage.max:
+            if not served:
                 response = _json(403, [{"message": "TotalRequests Limit exceeded.",
                                         "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
             else:
                 plan = org.faults.draw()
                 response = self._answer(request, org, query, version, rest, plan=plan)
-            response.headers["Sforce-Limit-Info"] = f"api-usage={used}/{org.usage.max}"
+            response.headers["Sforce-Limit-Info"] = org.usage.limit_info(used)
             response.delay = plan.delay
             org.record({"time": self.registry.clock(), "method": request.method, "path": path, "query": query,
                         "status": None if response.drop else response.status, "counted": True,

@@ -60,6 +60,8 @@ def _create_query(call: Call, bulk: BulkJobs) -> Reply:
     if not isinstance(text, str) or not text.strip():
         raise _api_error("query is required")
     query = compile_query(text)
+    if query.count:
+        raise _api_error("Aggregate queries such as COUNT() are not supported by Bulk API 2.0 query jobs")
     jobs, storage = bulk.budgets.query_jobs, bulk.budgets.query_storage_kb
     if jobs.used >= jobs.max:
         raise ApiError(400, "LIMIT_EXCEEDED", f"Max bulk v2 query jobs ({jobs.max}) per 24 hrs has been reached "

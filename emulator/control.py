@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.bulk_jobs import DEFAULT_BULK_RATE
+from emulator.cursors import CURSOR_LIFETIME, CursorPolicy
 from emulator.orgs import Environment, OrgInfo
 from emulator.registry import Registry
 
@@ -14,7 +15,8 @@ __all__ = ["ADMIN_METHODS", "Control"]
 ADMIN_METHODS = frozenset({
     "orgs", "add_org", "remove_org", "request_log", "request_counts", "clear_log", "usage", "set_usage",
     "set_limit", "expire_tokens", "issue_token", "set_faults", "inject_fault", "clear_faults", "bulk_usage",
-    "set_bulk_limits", "set_bulk_rate",
+    "set_bulk_limits", "set_bulk_rate", "set_api_overdraft", "set_limit_info", "set_query_cursors", "query_cursors",
+    "set_page_cap",
 })
 
 
@@ -81,6 +83,39 @@ class Control:
             raise ValueError("max_requests must be >= 0")
         with self._registry.lock:
             self._registry.org(org).usage.max = max_requests
+
+    def set_api_overdraft(self, org: str, requests: int) -> None:
+        """Serve ``requests`` more past the daily max before the 403 (usage then shows above the max)."""
+        with self._registry.lock:
+            self._registry.org(org).usage.set_overdraft(requests)
+
+    def set_limit_info(self, org: str, app_name: str | None = None, app_max: int | None = None,
+                       extra_parts: list[str] | None = None) -> None:
+        """Add ``per-app-api-usage`` (a connected app quota, counted from now) and ``extra_parts`` to the
+        ``Sforce-Limit-Info`` header of the org's responses; with no arguments only ``api-usage`` remains."""
+        with self._registry.lock:
+            self._registry.org(org).usage.set_reporting(app_name, app_max, extra_parts or ())
+
+    def set_query_cursors(self, org: str, limit: int | None = None, idle_timeout: float | None = None,
+                          lifetime: float = CURSOR_LIFETIME) -> None:
+        """Replace the org's cursor policy: at most ``limit`` open (None: no limit), expiring ``idle_timeout``
+        seconds after their last use (None: never idle) and ``lifetime`` seconds after their query."""
+        policy = CursorPolicy(limit, idle_timeout, lifetime)
+        with self._registry.lock:
+            self._registry.org(org).cursors.policy = policy
+
+    def query_cursors(self, org: str) -> int:
+        """How many query cursors of the org are open (neither released nor expired)."""
+        with self._registry.lock:
+            return len(self._registry.org(org).cursors)
+
+    def set_page_cap(self, org: str, records: int | None) -> None:
+        """At most ``records`` per query page whatever the batch size, as Salesforce may do for big or complex
+        records (None: only the documented rules)."""
+        if records is not None and records < 1:
+            raise ValueError("records must be >= 1 (None for no cap)")
+        with self._registry.lock:
+            self._registry.org(org).page_cap = records
 
     def expire_tokens(self, org: str) -> None:
         """End the org's access tokens: their next request answers 401 INVALID_SESSION_ID."""

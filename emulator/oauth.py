@@ -9,9 +9,9 @@ from urllib.parse import parse_qsl
 
 import jwt
 
+from emulator.identity import identity_url
 from emulator.orgs import Org
 from emulator.registry import Registry
-from emulator.store import USER_ID
 
 __all__ = ["JWT_AUDIENCES", "JWT_GRANT", "OAuthError", "token_grant"]
 
@@ -47,8 +47,9 @@ def _org_of_client(registry: Registry, client_id: str) -> Org:
 
 
 def _check_secret(org: Org, secret: str) -> None:
+    # Salesforce answers a wrong client secret with 400, like every other refused token request.
     if not secrets.compare_digest(org.client_secret, secret):
-        raise OAuthError(401, "invalid_client", "invalid client credentials")
+        raise OAuthError(400, "invalid_client", "invalid client credentials")
 
 
 def _jwt_org(registry: Registry, assertion: str) -> Org:
@@ -101,7 +102,7 @@ def token_grant(registry: Registry, body: bytes, authorization: str) -> tuple[Or
         "signature": base64.b64encode(secrets.token_bytes(32)).decode(),
         "scope": "api",
         "instance_url": registry.base_url,
-        "id": f"{registry.base_url}/id/{org.org_id}/{USER_ID}",
+        "id": identity_url(registry.base_url, org),
         "token_type": "Bearer",
         "issued_at": issued_at,
     }

@@ -12,10 +12,11 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from emulator.api_usage import ApiUsage
 from emulator.bulk_jobs import BulkJobs
+from emulator.cursors import CursorPolicy, Cursors
 from emulator.faults import Faults
 from emulator.ids import to_18
-from emulator.limits import UsageWindow
 from emulator.seed import seed_store
 from emulator.store import Store
 
@@ -51,7 +52,7 @@ class Org:
     """Mutable state of one org; always used under the registry's lock."""
 
     def __init__(self, name: str, environment: Environment, *, pod: int, records: int, daily_limit: int,
-                 clock: Callable[[], float], key_dir: Path) -> None:
+                 clock: Callable[[], float], key_dir: Path, cursors: CursorPolicy, api_overdraft: int) -> None:
         self.name = name
         self.environment = environment
         self.org_id = to_18(f"00D{pod:02d}0000000{pod:03d}") or ""
@@ -63,12 +64,14 @@ class Org:
         self.ready_token = ""
         self.store = Store(pod, clock)
         seed_store(self.store, name, records, clock())
-        self.usage = UsageWindow(daily_limit, clock)
+        self.usage = ApiUsage(daily_limit, clock, api_overdraft)
         self.bulk = BulkJobs(self.store, pod, clock)
         self.faults = Faults()
         self.log: deque[dict[str, Any]] = deque(maxlen=LOG_SIZE)
         self.counts: Counter[str] = Counter()
-        self.cursors: dict[str, list[dict[str, Any]]] = {}
+        self.cursors = Cursors(cursors, clock)
+        # The most records a query page holds whatever the batch size (None: only the documented rules apply).
+        self.page_cap: int | None = None
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.public_key = key.public_key()
         self.private_key_file = key_dir / f"{name}-jwt-key.pem"

@@ -6,9 +6,10 @@ import re
 import secrets
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from emulator.cursors import CursorPolicy
 from emulator.orgs import Environment, Org
 
 __all__ = ["ORG_NAME", "Registry", "Settings"]
@@ -24,6 +25,8 @@ class Settings:
     daily_limit: int = 100_000
     token_ttl: float = 7200.0
     count_token_requests: bool = False
+    cursors: CursorPolicy = field(default_factory=CursorPolicy)
+    api_overdraft: int = 0
 
 
 class Registry:
@@ -54,7 +57,7 @@ class Registry:
             raise ValueError("records and daily_limit must be >= 0")
         self._pods += 1
         org = Org(name, environment, pod=self._pods, records=records, daily_limit=limit, clock=self.clock,
-                  key_dir=self.key_dir)
+                  key_dir=self.key_dir, cursors=self.settings.cursors, api_overdraft=self.settings.api_overdraft)
         self.orgs[name] = org
         org.ready_token = self.issue_token(org)
         return org

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import math
-import re
-import secrets
 from collections.abc import Callable
 from typing import Any
 
 from emulator.call import Call, Reply
 from emulator.errors import ApiError, not_found
-from emulator.ids import BASE62, to_18
+from emulator.identity import identity_url
+from emulator.org_limits import org_limits
+from emulator.query import query_resource
 from emulator.schema import OBJECTS, SObject, describe, describe_global_entry, lookup_object
 from emulator.sftime import format_epoch, parse_datetime
-from emulator.soql import compile_query
 
 __all__ = ["method_not_allowed", "register", "route"]
 
-DEFAULT_BATCH = 2000
-MIN_BATCH = 200
-# Open query cursors kept per org; older ones answer INVALID_QUERY_LOCATOR, as expired ones do.
-MAX_CURSORS = 100
-_BATCH_OPTION = re.compile(r"batchSize\s*=\s*(\d+)", re.IGNORECASE)
 _REPLICATION_DAYS = 30
 
 
@@ -33,56 +27,15 @@ def method_not_allowed(call: Call, allowed: str) -> ApiError:
 def _resources(call: Call) -> Reply:
     base = f"/services/data/v{call.version}"
     names = ("sobjects", "query", "queryAll", "limits", "composite", "jobs")
-    return Reply(200, {name: f"{base}/{name}" for name in names})
+    # Salesforce lists the identity URL of the caller too, as an absolute URL (the others are paths).
+    return Reply(200, {**{name: f"{base}/{name}" for name in names},
+                       "identity": identity_url(call.registry.base_url, call.org)})
 
 
 def _limits(call: Call) -> Reply:
-    usage = call.org.usage
-    return Reply(200, {
-        "DailyApiRequests": {"Max": usage.max, "Remaining": max(usage.max - usage.used, 0)},
-        **call.org.bulk.budgets.limits(),
-        "ConcurrentAsyncGetReportInstances": {"Max": 200, "Remaining": 200},
-        "DataStorageMB": {"Max": 1024, "Remaining": 1000},
-    })
-
-
-def _batch_size(call: Call) -> int:
-    match = _BATCH_OPTION.search(call.headers.get("sforce-query-options", ""))
-    return min(max(int(match.group(1)), MIN_BATCH), DEFAULT_BATCH) if match else DEFAULT_BATCH
-
-
-def _page(call: Call, resource: str, locator: str, rows: list[dict[str, Any]], offset: int) -> Reply:
-    batch = _batch_size(call)
-    end = offset + batch
-    body: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows)}
-    if end < len(rows):
-        body["nextRecordsUrl"] = f"/services/data/v{call.version}/{resource}/{locator}-{end}"
-    body["records"] = rows[offset:end]
-    return Reply(200, body)
-
-
-def _query(call: Call) -> Reply:
-    resource = call.parts[0]
-    if len(call.parts) == 2:
-        locator, _, offset = call.parts[1].rpartition("-")
-        rows = call.org.cursors.get(locator)
-        if rows is None or not offset.isdigit():
-            raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        return _page(call, resource, locator, rows, int(offset))
-    text = call.params.get("q", "")
-    if not text.strip():
-        raise ApiError(400, "MALFORMED_QUERY", "A query string has to be specified")
-    query = compile_query(text)
-    records = call.org.store.scan(query.sobject.name, include_deleted=resource == "queryAll")
-    rows = query.run(records, call.version)
-    locator = ""
-    if len(rows) > _batch_size(call):
-        locator = to_18("01g" + "".join(secrets.choice(BASE62) for _ in range(12))) or ""
-        cursors = call.org.cursors
-        cursors[locator] = rows
-        while len(cursors) > MAX_CURSORS:
-            del cursors[next(iter(cursors))]
-    return _page(call, resource, locator, rows, 0)
+    if call.method != "GET":
+        raise method_not_allowed(call, "GET")
+    return Reply(200, org_limits(call.org))
 
 
 def _record_body(call: Call, sobject: SObject, record: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +162,7 @@ def _sobject(call: Call) -> Reply:
 
 
 Handler = Callable[[Call], Reply]
-_ROUTES: dict[str, Handler] = {"query": _query, "queryAll": _query, "sobjects": _sobject}
+_ROUTES: dict[str, Handler] = {"query": query_resource, "queryAll": query_resource, "sobjects": _sobject}
 
 
 def register(name: str, handler: Handler) -> None:
@@ -224,10 +177,6 @@ def route(call: Call) -> Reply:
             return _resources(call)
         if call.parts == ["limits"]:
             return _limits(call)
-        if call.parts[0] in ("query", "queryAll") and call.method != "GET":
-            raise method_not_allowed(call, "GET")
-        if call.parts[0] in ("query", "queryAll") and len(call.parts) > 2:
-            raise not_found()
         handler = _ROUTES.get(call.parts[0])
         if handler is None:
             raise not_found()

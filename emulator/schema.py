@@ -26,6 +26,12 @@ class Field:
     picklist: tuple[str, ...] = ()
     reference_to: tuple[str, ...] = ()
     default: Any = None
+    rich_text: bool = False
+
+    @property
+    def long_text(self) -> bool:
+        """A long text area or rich text area: a textarea longer than 255 characters."""
+        return self.type == "textarea" and self.length > 255
 
     @property
     def required(self) -> bool:
@@ -48,6 +54,10 @@ class Field:
             "unique": self.external_id,
             "filterable": True,
             "sortable": self.type != "textarea",
+            # How describe tells a (long) text area from a rich text area: both are of type textarea.
+            "extraTypeInfo": ("richtextarea" if self.rich_text else "plaintextarea") if self.type == "textarea"
+            else None,
+            "htmlFormatted": self.rich_text,
             "defaultedOnCreate": self.default is not None or not (self.createable or self.nillable),
             "picklistValues": [
                 {"active": True, "defaultValue": value == self.default, "label": value, "value": value}
@@ -121,6 +131,9 @@ _OBJECT_FIELDS: dict[tuple[str, str, str], list[Field]] = {
         Field("AnnualRevenue", "currency"), Field("NumberOfEmployees", "int"),
         _text("City", 40), _text("Country", 80),
         _computed(Field("IsConverted", "boolean", nillable=False, default=False)),
+        # Custom long text and rich text areas: selecting both caps a query page at 200 records.
+        Field("Notes__c", "textarea", "Notes", length=32768),
+        Field("Profile__c", "textarea", "Profile", length=32768, rich_text=True),
     ],
     ("Account", "001", "Accounts"): [
         _text("Name", 255, nillable=False),

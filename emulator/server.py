@@ -19,6 +19,7 @@ import trustme
 from emulator.app import ADMIN_PREFIX, App
 from emulator.bulk_jobs import DEFAULT_BULK_RATE
 from emulator.control import Control
+from emulator.cursors import CURSOR_LIFETIME, CursorPolicy
 from emulator.orgs import Environment, OrgInfo
 from emulator.registry import Registry, Settings
 from emulator.transport import HttpServer
@@ -43,18 +44,26 @@ class EmulatorServer:
     ``orgs`` are specs such as ``"acme"`` or ``"acme-sandbox:sandbox"``; ``clock`` returns epoch seconds
     and drives token expiry, the rolling usage windows, record timestamps and the progress of Bulk API jobs,
     which process ``bulk_rate`` records per second (0: at once). Token requests are free unless
-    ``count_token_requests``.
+    ``count_token_requests``. Query cursors stay open ``cursor_lifetime`` seconds after their query (Salesforce:
+    2 days), at most ``cursor_limit`` per user (None: no limit, as Salesforce since API 56.0), and, with
+    ``cursor_idle_timeout``, expire that long after their last use. Each org serves ``api_overdraft`` requests
+    past its daily max before answering 403. Every org takes these defaults; ``control`` changes them per org.
     """
 
     def __init__(self, orgs: Iterable[str] = DEFAULT_ORGS, *, records: int = 50, daily_limit: int = 100_000,
                  token_ttl: float = 7200.0, clock: Callable[[], float] = time.time, port: int = 0,
                  host: str = "127.0.0.1", count_token_requests: bool = False,
-                 bulk_rate: float = DEFAULT_BULK_RATE) -> None:
+                 bulk_rate: float = DEFAULT_BULK_RATE, cursor_limit: int | None = None,
+                 cursor_idle_timeout: float | None = None, cursor_lifetime: float = CURSOR_LIFETIME,
+                 api_overdraft: int = 0) -> None:
         if token_ttl <= 0:
             raise ValueError("token_ttl must be > 0")
+        if api_overdraft < 0:
+            raise ValueError("api_overdraft must be >= 0")
+        cursors = CursorPolicy(cursor_limit, cursor_idle_timeout, cursor_lifetime)
         self._org_specs = [parse_org_spec(spec) for spec in orgs]
         self._dir = Path(tempfile.mkdtemp(prefix="crmsync-emulator-"))
-        settings = Settings(records, daily_limit, token_ttl, count_token_requests)
+        settings = Settings(records, daily_limit, token_ttl, count_token_requests, cursors, api_overdraft)
         self.registry = Registry(settings, clock, self._dir)
         self.admin_token = f"admin-{secrets.token_urlsafe(32)}"
         self._app = App(self.registry, self.admin_token, bulk_rate)

@@ -1,4 +1,4 @@
-"""The SOQL subset: ``SELECT f, ... FROM T [WHERE ...] [ORDER BY f [ASC|DESC], ...] [LIMIT n]``.
+"""The SOQL subset: ``SELECT f, ... | COUNT() FROM T [WHERE ...] [ORDER BY f [ASC|DESC], ...] [LIMIT n]``.
 
 A query compiles once (cached by text) into a predicate, a sort order and a projection over stored records.
 """
@@ -51,13 +51,27 @@ class _Token:
 
 @dataclass(frozen=True)
 class Query:
-    """A compiled query: run it over an object's records to get the projected result rows."""
+    """A compiled query: run it over an object's records to get the projected result rows.
+
+    A ``SELECT COUNT()`` query (``count``) selects no fields: ``matches`` is its answer.
+    """
 
     sobject: SObject
     fields: tuple[str, ...]
     where: Predicate | None
     order: tuple[tuple[str, bool], ...]
     limit: int | None
+    count: bool = False
+
+    @property
+    def long_text_fields(self) -> int:
+        """How many custom long text area (or rich text area) fields it selects: two or more cap a page at 200."""
+        return sum(1 for name in self.fields if self.sobject.fields[name].long_text and name.endswith("__c"))
+
+    def matches(self, records: Iterable[Record]) -> int:
+        """How many records match, up to the limit (``SELECT COUNT()``'s answer)."""
+        found = sum(1 for _ in (records if self.where is None else filter(self.where, records)))
+        return found if self.limit is None else min(found, self.limit)
 
     def run(self, records: Iterable[Record], version: str) -> list[Record]:
         """Matching records, ordered and limited, as query result rows with ``attributes``."""
@@ -152,8 +166,9 @@ class _Parser:
 
     def query(self) -> Query:
         self.expect("select")
-        selected = [self.name()]
-        while self.peek().text == ",":
+        count = self.count()
+        selected = [] if count else [self.name()]
+        while not count and self.peek().text == ",":
             self.at += 1
             selected.append(self.name())
         self.expect("from")
@@ -170,6 +185,8 @@ class _Parser:
         fields = tuple(dict.fromkeys(self.field(t).name for t in selected))
         where = self.expression() if self.accept("where") else None
         order: list[tuple[str, bool]] = []
+        if count and self.peek().keyword == "order":
+            raise malformed_query("ORDER BY can't be used with COUNT(): use COUNT(fieldName) instead")
         if self.accept("order"):
             self.expect("by")
             order.append(self.order_item())
@@ -184,7 +201,19 @@ class _Parser:
             limit = int(token.text)
         if self.peek().kind != "end":
             raise self.fail()
-        return Query(self.sobject, fields, where, tuple(order), limit)
+        return Query(self.sobject, fields, where, tuple(order), limit, count)
+
+    def count(self) -> bool:
+        """``COUNT()`` as the whole select list (it must be the only element)."""
+        if self.peek().text.lower() != "count" or self.tokens[self.at + 1].text != "(":
+            return False
+        if self.tokens[self.at + 2].text != ")":
+            # COUNT(fieldName) is an aggregate query, outside the emulator's SOQL subset.
+            raise self.fail(self.tokens[self.at + 2])
+        self.at += 3
+        if self.peek().text == ",":
+            raise self.fail()
+        return True
 
     def order_item(self) -> tuple[str, bool]:
         name = self.field(self.name()).name

@@ -39,6 +39,28 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     return method, target, version, headers
 
 
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A chunked request body (RFC 9112 7.1), trailers read and dropped; ValueError when malformed or too big."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        line = await reader.readuntil(b"\r\n")
+        # Chunk extensions (";name=value") carry nothing the emulator needs.
+        length = int(line[:-2].split(b";", 1)[0].strip(), 16)
+        if length < 0:
+            raise ValueError("bad chunk size")
+        if length == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass
+            return b"".join(chunks)
+        size += length
+        if size > MAX_BODY:
+            raise ValueError("chunked body too big")
+        chunks.append(await reader.readexactly(length))
+        if await reader.readexactly(2) != b"\r\n":
+            raise ValueError("chunk not followed by CRLF")
+
+
 class HttpServer:
     """Serves ``app`` on ``host:port`` (0 picks a free port) until ``stop``."""
 
@@ -103,14 +125,14 @@ class HttpServer:
         except asyncio.IncompleteReadError:
             return False
         method, target, version, headers = _parse_head(head[:-4])
+        # A chunked body wins over any Content-Length (RFC 9112 6.3); clients that stream their bodies send one.
         if "chunked" in headers.get("transfer-encoding", "").lower():
-            writer.write(_encode(HttpResponse(411), keep_alive=False))
-            await writer.drain()
-            return False
-        length = int(headers.get("content-length") or 0)
-        if not 0 <= length <= MAX_BODY:
-            raise ValueError("bad Content-Length")
-        body = await reader.readexactly(length) if length else b""
+            body = await _read_chunked(reader)
+        else:
+            length = int(headers.get("content-length") or 0)
+            if not 0 <= length <= MAX_BODY:
+                raise ValueError("bad Content-Length")
+            body = await reader.readexactly(length) if length else b""
         response = self._app(HttpRequest(method, target, headers, body))
         if response.delay > 0:
             await asyncio.sleep(response.delay)

@@ -127,7 +127,7 @@ def test_jwt_expiry_follows_the_emulator_clock(emu: EmulatorServer, clock: FakeC
     [
         ({"grant_type": "client_credentials", "client_id": "unknown", "client_secret": "x"}, 400,
          {"error": "invalid_client_id", "error_description": "client identifier invalid"}),
-        ({"grant_type": "client_credentials", "client_id": "ACME", "client_secret": "wrong"}, 401,
+        ({"grant_type": "client_credentials", "client_id": "ACME", "client_secret": "wrong"}, 400,
          {"error": "invalid_client", "error_description": "invalid client credentials"}),
         ({"grant_type": "password"}, 400,
          {"error": "unsupported_grant_type", "error_description": "grant type not supported"}),
