@@ -5,6 +5,7 @@ once the request or message has arrived (so the sender cannot tell whether it wa
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ def metric(kind: str, channel: str, outcome: str) -> float:
 @dataclass
 class HookServer:
     """Records each POST; answers with the next queued status (200 once the queue is empty), or, with ``drop``,
-    closes the connection without answering once the POST is in."""
+    closes the connection without answering once the POST is in. With ``tls``, serves HTTPS."""
 
     url: str = ""
     statuses: list[int] = field(default_factory=list)
@@ -42,6 +43,7 @@ class HookServer:
     drop: bool = False
     port: int = 0
     server: ThreadingHTTPServer | None = None
+    tls: ssl.SSLContext | None = None
 
     def wait_for(self, count: int, timeout: float = 15.0) -> bool:
         with self.arrived:
@@ -73,8 +75,10 @@ class HookServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def down(self) -> None:

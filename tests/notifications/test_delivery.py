@@ -354,3 +354,19 @@ def test_the_actor_retries_only_its_own_waits_and_redis_faults() -> None:
     assert not retry_when(0, KeyError("a bug"))  # dead-lettered and logged by Dramatiq, not retried forever
     # An attempt is stopped before its claim's lease ends, so a live attempt is never taken for dead.
     assert actor.options["time_limit"] / 1000 < LEASE_S
+
+
+def test_a_webhook_whose_certificate_is_refused_is_retried(redis_client: redis.Redis, clock: FakeClock) -> None:
+    # The certificate is checked in the TLS handshake, before any byte of the POST: nothing can have arrived.
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("127.0.0.1").configure_cert(server_context)  # a CA nobody trusts
+    hooks = HookServer(tls=server_context)
+    hooks.up()
+    try:
+        target = hook_target(ChannelStore(redis_client), hooks.url + TOKEN_PATH)
+        with capture_logs() as logs:
+            assert deliver(redis_client, notification(), target, clock=clock) == 10
+    finally:
+        hooks.down()
+    assert "SSLError (could not connect)" in str(events(logs, "notification_delivery_retry")[0]["error"])
+    assert hooks.requests == []

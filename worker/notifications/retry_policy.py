@@ -1,10 +1,11 @@
 """How long and how often a webhook or email delivery is retried.
 
-A delivery whose attempt failed in a way that proves nothing arrived (the endpoint refused the connection,
-could not be reached, or answered busy: 408, 425, 429, 5xx, SMTP 4xx) is tried again after a delay that
-doubles from ``first_delay_s`` up to ``max_delay_s``: by default 10 s, 20 s, 40 s ... 42 min 40 s, then every
-hour. No attempt starts later than ``give_up_after_s`` (24 hours) after the notification was raised: the delivery
-whose next attempt would is given up. With the defaults that is 32 attempts, the last about 23.4 hours in.
+A delivery whose attempt failed in a way that proves nothing arrived (the endpoint refused the connection, could
+not be reached, its TLS certificate was refused, or it answered busy: 408, 425, 429, 5xx, SMTP 4xx) is tried
+again after a delay that doubles from ``first_delay_s`` up to ``max_delay_s``: by default 10 s, 20 s, 40 s ...
+42 min 40 s, then every hour. No attempt starts later than ``give_up_after_s`` (24 hours) after the notification
+was raised: the delivery whose next attempt would is given up. With the defaults that is 32 attempts, the last
+about 23.4 hours in.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ have arrived (``uncertain``: it was sent and no answer came back), so a retry ne
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import requests
@@ -47,10 +48,13 @@ def post_webhook(hook: Webhook, notification: Notification, *, timeout: float = 
 
 
 def _never_sent(error: requests.RequestException) -> bool:
-    """Whether the POST provably never left: the connection was refused, its host not found, or the connect timed
-    out. Anything later (a TLS error, a dropped connection, a read timeout) may come after the POST went out."""
+    """Whether the POST provably never left: the connection was refused, its host not found, the connect timed
+    out, or the host's certificate was refused (checked in the TLS handshake, before any byte of the POST).
+    Anything else (another TLS error, a dropped connection, a read timeout) may come after the POST went out."""
     if isinstance(error, requests.ConnectTimeout):
         return True
     reason: Any = error.args[0] if error.args else None
     reason = getattr(reason, "reason", reason)  # urllib3 wraps the cause in MaxRetryError
+    if isinstance(reason, urllib3.exceptions.SSLError):
+        return bool(reason.args) and isinstance(reason.args[0], ssl.SSLCertVerificationError)
     return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
