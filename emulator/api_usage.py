@@ -72,10 +72,10 @@ class ApiUsage(UsageWindow):
 
     def limit_info(self, used: int) -> str:
         """The ``Sforce-Limit-Info`` value for a request that brought the usage to ``used``."""
-        parts = [f"api-usage={used}/{self.max}"]
+        parts = [f"api-usage={used}/{self.max}", *self._extra]
+        # The app's part goes last: clients (simple-salesforce among them) read its name up to the final ")".
         if self._app is not None:
             parts.append(f"per-app-api-usage={self._app.used}/{self._app.max}(appName={self._app_name})")
-        parts.extend(self._extra)
         return "; ".join(parts)
 
     def limits_entry(self) -> dict[str, Any]:
