@@ -354,6 +354,11 @@ def test_the_actor_retries_only_its_own_waits_and_redis_faults() -> None:
     assert not retry_when(0, KeyError("a bug"))  # dead-lettered and logged by Dramatiq, not retried forever
     # An attempt is stopped before its claim's lease ends, so a live attempt is never taken for dead.
     assert actor.options["time_limit"] / 1000 < LEASE_S
+    # Every given-up series is there from the start, so the first give-up is an increase an alert sees.
+    for channel in ("webhook", "email"):
+        for reason in ("expired", "refused", "uncertain"):
+            assert REGISTRY.get_sample_value("crmsync_notification_deliveries_given_up_total",
+                                             {"channel": channel, "reason": reason}) is not None
 
 
 def test_a_webhook_whose_certificate_is_refused_is_retried(redis_client: redis.Redis, clock: FakeClock) -> None:

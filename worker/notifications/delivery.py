@@ -45,6 +45,7 @@ __all__ = [
     "ACTOR_NAME",
     "DEFAULT_POLICY",
     "EMAIL_TARGET",
+    "GIVE_UP_REASONS",
     "LEASE_S",
     "QUEUE",
     "TIME_LIMIT_MS",
@@ -63,6 +64,8 @@ WEBHOOK_TARGET = "webhook:"
 TIME_LIMIT_MS = 120_000
 # How long an attempt holds its claim: past it, its worker is taken for dead. Longer than the time limit.
 LEASE_S = 300.0
+# Why a delivery is given up: 24 hours of retries over, the endpoint refused it for good, or it may have arrived.
+GIVE_UP_REASONS = ("expired", "refused", "uncertain")
 
 Clock = Callable[[], float]
 DEFAULT_POLICY = RetryPolicy()
@@ -193,6 +196,11 @@ def declare_delivery_actor(broker: dramatiq.Broker, *, policy: RetryPolicy = DEF
                            clock: Clock = time.time) -> dramatiq.Actor[..., None]:
     """Declare the delivery actor on ``broker`` as ``crmsync_deliver_notification``, once per broker, and return
     it. ``policy`` and ``clock`` decide when attempts are made (a test passes its own)."""
+    # Every given-up series exists from the start, at 0: Prometheus sees no increase in a counter's first sample.
+    for channel in ("webhook", EMAIL_TARGET):
+        for reason in GIVE_UP_REASONS:
+            DELIVERIES_GIVEN_UP.labels(channel=channel, reason=reason)
+
     def deliver_notification(*args: Any, **kwargs: Any) -> None:
         notification, target = parse_message(args, kwargs)
         wait_s = deliver(_redis(), notification, target, policy=policy, clock=clock)
