@@ -24,7 +24,7 @@ from redis.retry import Retry
 from quota import CreditBucket
 from quota.scripts import METER
 from tests.conftest import wait_until
-from tests.deploy.conftest import AclRedis, acl_binary, acl_server, new_passwords
+from tests.deploy.conftest import DEPLOY, AclRedis, acl_binary, acl_server, new_passwords
 from worker.devstack.processes import stop_group
 from worker.eviction import eviction_warning
 from worker.metrics.server import build_registry, scrape
@@ -129,3 +129,26 @@ def test_the_warning_names_every_unsafe_policy() -> None:
     unknown = eviction_warning(None)
     assert unknown is not None
     assert "not reported" in unknown
+
+
+def test_the_shipped_redis_conf_never_evicts_and_keeps_an_aof(tmp_path: Path) -> None:
+    # deploy/redis/redis.conf as compose and Kubernetes run it, but on a free loopback port in a temporary dir.
+    conf = (DEPLOY / "redis" / "redis.conf").read_text().splitlines()
+    directives = dict(line.split(" ", 1) for line in conf if line and not line.startswith("#"))
+    assert directives.pop("dir") == "/data"
+    for local in ("port", "bind", "protected-mode"):
+        directives.pop(local)
+    directives = {name: value.strip('"') for name, value in directives.items()}
+    passwords = new_passwords()
+    with acl_server(acl_binary(), tmp_path, passwords, directives) as server:
+        client = AclRedis(server.port, passwords).client("metrics")
+        try:
+            memory, persistence = client.info("memory"), client.info("persistence")
+        finally:
+            client.close()
+        shown = subprocess.run([CRMSYNC, "status"], env=_env(AclRedis(server.port, passwords).url("admin")),
+                               capture_output=True, text=True, timeout=60, check=False)
+    assert memory["maxmemory_policy"] == "noeviction"
+    assert persistence["aof_enabled"] == 1
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""  # nothing to warn about

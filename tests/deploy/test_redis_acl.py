@@ -244,6 +244,11 @@ def test_admin_runs_every_admin_command(acl_redis: AclRedis, breakglass: redis.R
                                                                "job_id": "j1", "seq": 1}), "auth_failed", "401")
     assert "1 parked jobs queued again" in ok("resume", "acme")
     assert breakglass.hlen(f"{NAMESPACE}:crmsync.msgs") == 1
+    records = tmp_path / "contacts.jsonl"
+    records.write_text('{"External_Id__c": "c1", "LastName": "One"}\n')
+    ok("sync", "acme", "Account")
+    ok("push", "acme", "Contact", "--file", str(records), "--external-id", "External_Id__c")
+    assert breakglass.hlen(f"{NAMESPACE}:crmsync.msgs") == 3
     assert "acme" in ok("status")
 
 
