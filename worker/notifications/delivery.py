@@ -69,6 +69,11 @@ GIVE_UP_REASONS = ("expired", "refused", "uncertain")
 
 Clock = Callable[[], float]
 DEFAULT_POLICY = RetryPolicy()
+# Why a copy of the message gives a delivery up before any attempt of its own (see ledger.decide).
+_FOUND_GIVEN_UP = {
+    "uncertain": "an attempt's outcome was never recorded: its worker stopped, or Redis failed, during it",
+    "expired": "no attempt was due before the bound",
+}
 
 
 def targets(channels: Channels) -> list[str]:
@@ -113,7 +118,7 @@ def deliver(client: redis.Redis, notification: Notification, target: str, *, pol
         log.debug("notification_delivery_repeat", state=claim.state)
         return None
     if claim.action == "gave_up":
-        _given_up(log, channel, claim.reason, error="")
+        _given_up(log, channel, claim.reason, error=_FOUND_GIVEN_UP[claim.reason])
         return None
     try:
         send(notification)
