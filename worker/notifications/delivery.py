@@ -72,7 +72,7 @@ DEFAULT_POLICY = RetryPolicy()
 # Why a copy of the message gives a delivery up before any attempt of its own (see ledger.decide).
 _FOUND_GIVEN_UP = {
     "uncertain": "an attempt's outcome was never recorded: its worker stopped, or Redis failed, during it",
-    "expired": "no attempt was due before the bound",
+    "expired": "its next attempt came later than the bound: no worker ran it in time",
 }
 
 
