@@ -195,6 +195,15 @@ def test_refused_login_urls(url: str) -> None:
         check_login_url(url, settings)
 
 
+def test_a_refused_login_url_is_quoted_without_what_could_be_credentials() -> None:
+    # The worker's refusal of a stored URL becomes a pause detail, a notification and a log line.
+    for url in ("https://user:hunter2@evil.example", "https://evil.example/?token=hunter2",
+                "http://login.salesforce.com/#hunter2", "https://x.my.salesforce.com@evil.example/p?hunter2"):
+        with pytest.raises(ConnectionRefused, match="invalid login URL") as caught:
+            check_login_url(url, SecretSettings())
+        assert "hunter2" not in str(caught.value)
+
+
 # -- crmsync connect -------------------------------------------------------------------------------------------
 
 def connect(env: dict[str, str], *options: str, login_url: str = "https://login.salesforce.com",

@@ -274,6 +274,7 @@ def check_login_url(value: str, settings: SecretSettings) -> str:
     """
     usage = ("use https://login.salesforce.com, https://test.salesforce.com or a My Domain "
              "(https://NAME.my.salesforce.com), or list the host in CRMSYNC_LOGIN_HOSTS")
+    shown = _shown(value)
     try:
         parts = urlsplit(value)
         host, port = parts.hostname, parts.port  # .port raises ValueError on a port that is not a number in range
@@ -282,19 +283,26 @@ def check_login_url(value: str, settings: SecretSettings) -> str:
     if host is None or not value.isascii() or any(not ch.isprintable() or ch.isspace() for ch in value) \
             or parts.scheme != "https" or parts.path.rstrip("/"):
         # Plain http would send client secrets and assertions in clear text; the emulator serves HTTPS too.
-        raise ConnectionRefused(f"invalid login URL {value!r}: {usage} (https://host[:port], nothing more)")
+        raise ConnectionRefused(f"invalid login URL {shown}: {usage} (https://host[:port], nothing more)")
     if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
         # User info moves the host ("https://x.my.salesforce.com@evil.example" goes to evil.example); a query or
         # a fragment has no meaning here.
-        raise ConnectionRefused(f"invalid login URL {value!r}: it must not carry user info, a query or a fragment")
+        raise ConnectionRefused(f"invalid login URL {shown}: it must not carry user info, a query or a fragment")
     port = None if port == _HTTPS_PORT else port
     salesforce = port is None and (host in _SALESFORCE_LOGIN_HOSTS or _MY_DOMAIN.fullmatch(host) is not None)
     listed = any(host == allowed and (allowed_port is None or allowed_port == (port or _HTTPS_PORT))
                  for allowed, allowed_port in settings.login_hosts)
     if not (salesforce or listed):
-        raise ConnectionRefused(f"invalid login URL {value!r}: {host} is not a Salesforce login host: {usage}")
+        raise ConnectionRefused(f"invalid login URL {shown}: {host} is not a Salesforce login host: {usage}")
     netloc = f"[{host}]" if ":" in host else host
     return f"https://{netloc}" + (f":{port}" if port is not None else "")
+
+
+def _shown(url: str) -> str:
+    # A refused URL is quoted in messages, which reach logs and notifications when the worker refuses a stored
+    # one: user info, a query and a fragment, where credentials could sit, are masked.
+    head = re.split(r"[?#]", url, maxsplit=1)[0]
+    return repr(re.sub(r"//[^/]*@", "//***@", head)[:200] + ("..." if head != url else ""))
 
 
 def _one_line(what: str, value: str) -> str:
