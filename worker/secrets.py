@@ -59,7 +59,8 @@ def read_secret(ref: str, settings: SecretSettings | None = None) -> str:
         return value
     if kind == "file" and where.startswith("/"):
         return _read_file(where, _confined(where, settings or SecretSettings.from_env()))
-    raise SecretUnavailable(f"invalid secret reference {ref!r}: use file:/absolute/path or env:NAME")
+    # Not quoted: a reference written by hand could be the secret itself.
+    raise SecretUnavailable("invalid secret reference: use file:/absolute/path or env:NAME")
 
 
 def _check_env_name(name: str) -> None:

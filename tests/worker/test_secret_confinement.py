@@ -133,6 +133,15 @@ def test_a_file_outside_the_secret_directories_is_refused_unopened(
     assert opened == []
 
 
+def test_a_reference_of_no_known_kind_is_refused_unquoted(settings: SecretSettings, opened: list[str]) -> None:
+    for ref in (SECRET, "file:relative/path", f"vault:{SECRET}", ""):
+        with pytest.raises(SecretUnavailable, match="invalid secret reference: use file:/absolute/path or env:NAME") \
+                as caught:
+            read_secret(ref, settings)
+        assert SECRET not in str(caught.value)
+    assert opened == []
+
+
 def test_the_default_secret_directory_is_run_secrets(inside: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CRMSYNC_SECRET_DIRS")
     with pytest.raises(SecretUnavailable, match=r"outside the secret directories \(/run/secrets\)"):
