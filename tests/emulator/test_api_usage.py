@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
@@ -102,11 +103,12 @@ def test_limit_info_refusals(emu: EmulatorServer, kwargs: dict[str, object], mes
 
 
 def test_limits_lists_every_key_of_a_real_org(sf: Salesforce, emu: EmulatorServer) -> None:
-    limits = sf.restful("limits/")
+    limits: dict[str, Any] = sf.restful("limits/") or {}
     assert set(limits) == set(STATIC_LIMITS) | set(LIVE)
     assert len(limits) >= 50
     for name, entry in limits.items():
-        assert isinstance(entry["Max"], int) and 0 <= entry["Remaining"] <= entry["Max"], name
+        assert isinstance(entry["Max"], int), name
+        assert 0 <= entry["Remaining"] <= entry["Max"], name
     assert limits["PermissionSets"]["CreateCustom"] == {"Max": 1000, "Remaining": 999}
     assert limits["DailyBulkV2QueryFileStorageMB"]["Max"] == 976562
 

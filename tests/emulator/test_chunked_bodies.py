@@ -69,7 +69,8 @@ def test_chunk_extensions_and_trailers_are_read_and_the_answer_has_a_length(emu:
             b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n")
     answer = _raw(emu, head + body)
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert b"Content-Length: " in answer and b"access_token" in answer
+    assert b"Content-Length: " in answer
+    assert b"access_token" in answer
 
 
 def test_a_malformed_chunked_body_closes_the_connection_unanswered(emu: EmulatorServer) -> None:

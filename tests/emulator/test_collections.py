@@ -60,7 +60,8 @@ def test_retrieve_by_post_with_fields_in_the_body(sf: Salesforce, emu: EmulatorS
     ids = [r["Id"] for r in rows]
     body = {"ids": [ids[0], "001000000000000AAA", ids[2][:15], "not-an-id"], "fields": ["id", "name"]}
     got = sf.restful("composite/sobjects/Account", method="POST", json=body)
-    assert got[1] is None and got[3] is None
+    assert got[1] is None
+    assert got[3] is None
     assert [(g["Id"], g["Name"]) for g in (got[0], got[2])] == [(ids[0], rows[0]["Name"]), (ids[2], rows[2]["Name"])]
     assert got[0]["attributes"] == {"type": "Account", "url": f"/services/data/v59.0/sobjects/Account/{ids[0]}"}
     assert emu.control.usage("acme")["used"] == 2

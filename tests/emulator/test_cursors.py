@@ -10,7 +10,7 @@ from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
 from emulator import AdminClient, EmulatorServer
-from tests.emulator.conftest import FakeClock, salesforce
+from tests.emulator.conftest import FakeClock, error_content, salesforce
 
 SOQL = "SELECT Id FROM Lead"
 BATCH = {"Sforce-Query-Options": "batchSize=200"}
@@ -34,7 +34,7 @@ def _refused(sf: Salesforce, url: str) -> list[dict[str, str]]:
     with pytest.raises(SalesforceMalformedRequest) as raised:
         sf.query_more(url, identifier_is_url=True)
     assert raised.value.status == 400
-    content: list[dict[str, str]] = raised.value.content
+    content: list[dict[str, str]] = error_content(raised.value)
     return content
 
 
@@ -125,7 +125,9 @@ def test_an_offset_past_the_results_is_refused(sf: Salesforce, emu: EmulatorServ
     assert sf.query_more(url.rsplit("-", 1)[0] + "-20", identifier_is_url=True)["records"] == []
 
 
-def test_bad_policies_are_refused() -> None:
-    for options in ({"cursor_limit": 0}, {"cursor_idle_timeout": 0}, {"cursor_lifetime": -1}):
-        with pytest.raises(ValueError):
-            EmulatorServer(orgs=[], **options)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("options", "message"), [({"cursor_limit": 0}, "cursor limit"),
+                                                  ({"cursor_idle_timeout": 0}, "idle timeout"),
+                                                  ({"cursor_lifetime": -1}, "lifetime")])
+def test_bad_policies_are_refused(options: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        EmulatorServer(orgs=[], **options)  # type: ignore[arg-type]

@@ -38,7 +38,8 @@ def test_identity_url_of_the_token_answers_who_and_where(emu: EmulatorServer) ->
     body = response.json()
     assert (body["id"], body["user_id"], body["organization_id"], body["username"]) == (
         token["id"], USER_ID, org.org_id, org.username)
-    assert body["asserted_user"] is True and body["active"] is True
+    assert body["asserted_user"] is True
+    assert body["active"] is True
     assert body["urls"]["rest"] == f"{emu.base_url}/services/data/v{{version}}/"
     assert body["urls"]["enterprise"].endswith(f"/services/Soap/c/{{version}}/{org.org_id[:15]}")
     versioned = _get(emu, token["id"], token["access_token"], version="59.0").json()

@@ -67,7 +67,8 @@ def test_batch_size_is_read_from_each_request(big: EmulatorServer) -> None:
     third = session.get(big.base_url + second["nextRecordsUrl"], timeout=30).json()
     assert [len(p["records"]) for p in (first, second, third)] == [300, 500, 100]
     assert [NEXT.match(p["nextRecordsUrl"]).group(1) for p in (first, second)] == ["300", "800"]
-    assert third["done"] is True and "nextRecordsUrl" not in third
+    assert third["done"] is True
+    assert "nextRecordsUrl" not in third
     ids = [r["Id"] for p in (first, second, third) for r in p["records"]]
     assert len(set(ids)) == 900
 
