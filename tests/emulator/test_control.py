@@ -15,6 +15,7 @@ from simple_salesforce.exceptions import (
 )
 
 from emulator import AdminClient, Control, EmulatorServer
+from emulator.control import ADMIN_METHODS
 from tests.emulator.conftest import error_content, salesforce, session_for
 
 SOQL = "SELECT Id FROM Lead LIMIT 1"
@@ -170,3 +171,21 @@ def test_admin_path_needs_the_admin_token(emu: EmulatorServer) -> None:
     assert emu.admin_url.endswith("/_emulator")
     assert session.get(f"{emu.base_url}/services/data/v59.0/limits/", headers=admin,
                        timeout=30).status_code == 401
+
+
+def test_admin_client_mirrors_every_admin_method() -> None:
+    assert {n for n in vars(AdminClient) if not n.startswith("_")} - {"close"} == ADMIN_METHODS
+    assert {n for n in vars(Control) if not n.startswith("_")} >= ADMIN_METHODS
+
+
+def test_overdraft_and_page_cap(handle: Control | AdminClient, sf: Salesforce) -> None:
+    handle.set_usage("acme", 1000)
+    handle.set_api_overdraft("acme", 1)
+    assert _outcome(sf) == 200
+    with pytest.raises(SalesforceRefusedRequest):
+        sf.query(SOQL)
+    handle.set_usage("acme", 0)
+    handle.set_page_cap("acme", 7)
+    assert len(sf.query("SELECT Id FROM Lead")["records"]) == 7
+    handle.set_page_cap("acme", None)
+    assert len(sf.query("SELECT Id FROM Lead")["records"]) == 20
