@@ -11,9 +11,8 @@ from typing import Any
 from emulator.bulk_csv import DELIMITERS, LINE_ENDINGS
 from emulator.bulk_ingest import OPERATIONS, IngestJob
 from emulator.bulk_jobs import TERMINAL, BulkJobs, Job, QueryJob, csv_value, decode_locator, invalid_state
-from emulator.call import Call, Reply
+from emulator.call import Call, Reply, method_not_allowed
 from emulator.errors import ApiError, not_found
-from emulator.rest import method_not_allowed
 from emulator.schema import lookup_object
 from emulator.soql import compile_query
 

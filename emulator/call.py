@@ -11,7 +11,7 @@ from emulator.errors import ApiError
 from emulator.orgs import Org
 from emulator.registry import Registry
 
-__all__ = ["JSON_CONTENT_TYPE", "Call", "Reply"]
+__all__ = ["JSON_CONTENT_TYPE", "Call", "Reply", "method_not_allowed"]
 
 JSON_CONTENT_TYPE = "application/json;charset=UTF-8"
 
@@ -56,3 +56,8 @@ class Call:
             raise ApiError(400, "JSON_PARSER_ERROR",
                            "Cannot deserialize instance of SObject from a value that is not an object")
         return value
+
+
+def method_not_allowed(call: Call, allowed: str) -> ApiError:
+    """405 METHOD_NOT_ALLOWED naming the methods the resource takes."""
+    return ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{call.method}' not allowed. Allowed are {allowed}")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from emulator.call import Call, Reply
+from emulator.call import Call, Reply, method_not_allowed
 from emulator.cursors import invalid_locator
-from emulator.errors import ApiError, malformed_query, not_found
+from emulator.errors import malformed_query, not_found
 from emulator.soql import Query, compile_query
 
 __all__ = ["DEFAULT_BATCH", "LONG_TEXT_BATCH", "MIN_BATCH", "query_resource"]
@@ -69,7 +69,7 @@ def _run(call: Call, resource: str) -> Reply:
 def query_resource(call: Call) -> Reply:
     """Answer ``GET query/?q=``, ``queryAll/?q=`` and their next pages ``query|queryAll/{locator}-{offset}``."""
     if call.method != "GET":
-        raise ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{call.method}' not allowed. Allowed are GET")
+        raise method_not_allowed(call, "GET")
     if len(call.parts) == 1:
         return _run(call, call.parts[0])
     if len(call.parts) == 2:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from emulator.call import Call, Reply
+from emulator.call import Call, Reply, method_not_allowed
 from emulator.errors import ApiError, not_found
 from emulator.identity import identity_url
 from emulator.org_limits import org_limits
@@ -14,14 +14,9 @@ from emulator.query import query_resource
 from emulator.schema import OBJECTS, SObject, describe, describe_global_entry, lookup_object
 from emulator.sftime import format_epoch, parse_datetime
 
-__all__ = ["method_not_allowed", "register", "route"]
+__all__ = ["register", "route"]
 
 _REPLICATION_DAYS = 30
-
-
-def method_not_allowed(call: Call, allowed: str) -> ApiError:
-    """405 METHOD_NOT_ALLOWED naming the methods the resource takes."""
-    return ApiError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{call.method}' not allowed. Allowed are {allowed}")
 
 
 def _resources(call: Call) -> Reply:
