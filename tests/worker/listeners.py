@@ -13,14 +13,15 @@ import socket
 import ssl
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 import trustme
 
-__all__ = ["Behaviour", "Listener", "TlsAuthority", "closed_port"]
+__all__ = ["Behaviour", "Listener", "TlsAuthority", "closed_port", "unanswered_port"]
 
 Behaviour = Callable[["Listener", socket.socket], None]
 
@@ -30,6 +31,15 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose listen queue is full (one connection waiting, never accepted): the kernel drops
+    further connection attempts, so a connect to it runs into its timeout."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as server, \
+            socket.create_connection(server.getsockname()):
+        yield int(server.getsockname()[1])
 
 
 class TlsAuthority:

@@ -21,7 +21,7 @@ from emulator import EmulatorServer
 from quota import CreditBucket
 from tests.conftest import FakeClock
 from tests.worker import listeners
-from tests.worker.listeners import Listener, TlsAuthority, closed_port
+from tests.worker.listeners import Listener, TlsAuthority, closed_port, unanswered_port
 from worker.errors import UnsafeRequest
 from worker.salesforce.session import MeteredSession, RequestEvent
 
@@ -99,6 +99,12 @@ def test_a_certificate_the_worker_does_not_trust_is_refunded(
 def test_a_refused_connect_is_refunded(session: MeteredSession, bucket: CreditBucket) -> None:
     with pytest.raises(requests.ConnectionError):
         session.get(f"https://127.0.0.1:{closed_port()}{PATH}", headers=AUTH)
+    assert (session.charged, session.refunded, _spent(bucket)) == (1, 1, 0)
+
+
+def test_a_connect_that_times_out_is_refunded(session: MeteredSession, bucket: CreditBucket) -> None:
+    with unanswered_port() as port, pytest.raises(requests.exceptions.ConnectTimeout):
+        session.get(f"https://127.0.0.1:{port}{PATH}", headers=AUTH)
     assert (session.charged, session.refunded, _spent(bucket)) == (1, 1, 0)
 
 
