@@ -17,7 +17,15 @@ from prometheus_client import REGISTRY
 from quota import CreditBucket
 from quota.errors import QuotaExhausted
 from worker.enqueue import PULL_ACTOR, QUEUE
-from worker.errors import AuthFailed, InvalidName, JobBusy, NotConnected, OrgLimitExceeded, SliceEnded
+from worker.errors import (
+    AuthFailed,
+    InvalidName,
+    JobBusy,
+    NotConnected,
+    OrgLimitExceeded,
+    SliceEnded,
+    UnsafeRequest,
+)
 from worker.jobs import lifecycle
 from worker.jobs.actors import declare_actors
 from worker.jobs.parking import PauseStore
@@ -35,6 +43,7 @@ from worker.notifications import KINDS, recent
     (AuthFailed("acme", "token refused", error="invalid_grant"), lifecycle.AUTH_FAILED),
     (NotConnected("acme"), lifecycle.NOT_CONNECTED),
     (InvalidName("bad field"), lifecycle.INVALID_INPUT),
+    (UnsafeRequest("redirect to evil.example refused"), lifecycle.UNSAFE),
     (JobBusy("another job"), lifecycle.BUSY),
     (SliceEnded("300 s"), lifecycle.SLICE_ENDED),
     (redis.ConnectionError("refused"), lifecycle.RETRYING),
@@ -58,6 +67,7 @@ def test_rows_say_state_count_pause_and_what_is_raised() -> None:
         "AUTH_FAILED": ("parked", "parked", "auth_failed", None),
         "NOT_CONNECTED": ("stopped", "stopped", None, None),
         "INVALID_INPUT": ("failed", "failed", None, "dead_letter"),
+        "UNSAFE": ("failed", "failed", None, None),
         "BUSY": ("queued", None, None, None),
         "SLICE_ENDED": ("queued", None, None, None),
         "RETRYING": ("retrying", None, None, "retry"),

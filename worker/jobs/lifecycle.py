@@ -15,6 +15,8 @@ tenant already paused      parked    parked          (none: the tenant's first p
 ``AuthFailed``             parked    parked          auth_failed
 ``NotConnected``           stopped   stopped         config_invalid
 ``InvalidInput``           failed    failed          job_failed; ``InvalidJob`` to the dead-letter queue
+``UnsafeRequest``          failed    failed          job_failed; not retried (a retry would be refused again,
+                                                     each time for a credit)
 ``JobBusy``                queued                    sent again ``BUSY_DELAY_MS`` later
 ``SliceEnded``             queued                    sent again at once, behind the jobs queued meanwhile
 any other error            retrying                  raised again: Dramatiq retries it
@@ -39,7 +41,7 @@ from typing import Any, Literal
 import redis
 
 from quota.errors import InvalidInput, QuotaExhausted
-from worker.errors import AuthFailed, JobBusy, NotConnected, OrgLimitExceeded, SliceEnded
+from worker.errors import AuthFailed, JobBusy, NotConnected, OrgLimitExceeded, SliceEnded, UnsafeRequest
 from worker.jobs.parking import PauseReason, PauseScope
 from worker.jobs.priority import DEFAULT_PRIORITY, Priority
 from worker.jobs.runtime import Runtime
@@ -169,6 +171,7 @@ ORG_LIMIT = Outcome("parked", "{error}", counted="parked", pause="org_limit", no
 AUTH_FAILED = Outcome("parked", "{error}", counted="parked", pause="auth_failed", notice=_paused("auth_failed"))
 NOT_CONNECTED = Outcome("stopped", "{error}", counted="stopped", notice=_job_error("config_invalid"))
 INVALID_INPUT = Outcome("failed", "{error}", counted="failed", notice=_job_error("job_failed"), raises="dead_letter")
+UNSAFE = Outcome("failed", "{error}", counted="failed", notice=_job_error("job_failed"))
 # Waiting is not a failure: the job is sent again a little later instead of spending a Dramatiq retry.
 BUSY = Outcome("queued", "waiting for another job on the same object", send_again=True, delay_ms=BUSY_DELAY_MS)
 # Progress, not failure: the checkpoint is saved and the next slice starts from it.
@@ -184,6 +187,7 @@ RULES: tuple[tuple[type[Exception], Outcome], ...] = (
     (AuthFailed, AUTH_FAILED),
     (NotConnected, NOT_CONNECTED),
     (InvalidInput, INVALID_INPUT),
+    (UnsafeRequest, UNSAFE),
     (JobBusy, BUSY),
     (SliceEnded, SLICE_ENDED),
 )

@@ -29,7 +29,7 @@ from worker.errors import BulkJobLost, SliceEnded, UnsafeRequest
 from worker.jobs.bulk import NO_BULK, BulkOptions, read_records, wait_for_job
 from worker.jobs.cost import BULK_RESULTS_PAGE, bulk_pull_cost, choose, rest_pull_cost
 from worker.jobs.sink import Sink
-from worker.jobs.state import JobStore
+from worker.jobs.state import JobStore, adopt_legacy_checkpoint
 from worker.salesforce import bulk as bulk_api
 from worker.salesforce.client import TenantSalesforce, next_records_path
 from worker.salesforce.retry import salesforce_error_code
@@ -55,7 +55,9 @@ class PullCheckpoint:
 
     @classmethod
     def load(cls, client: redis.Redis, tenant: str, sobject: str, connection_id: str) -> PullCheckpoint:
-        """The stored checkpoint, or a fresh one (none yet, another org's, or unreadable)."""
+        """The stored checkpoint, or a fresh one (none yet, another org's, or unreadable). One kept under an older
+        spelling of the object is adopted first (callers hold the object's lock)."""
+        adopt_legacy_checkpoint(client, tenant, sobject)
         raw = cast(bytes | str | None, client.hget(keys.pull_checkpoint(tenant, sobject), "state"))
         try:
             data = json.loads(raw) if raw else None

@@ -21,7 +21,15 @@ from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedReq
 
 from quota.errors import InvalidInput, QuotaExhausted
 from worker import keys
-from worker.errors import AuthFailed, BulkJobLost, InvalidName, InvalidRecords, OrgLimitExceeded, SliceEnded
+from worker.errors import (
+    AuthFailed,
+    BulkJobLost,
+    InvalidName,
+    InvalidRecords,
+    OrgLimitExceeded,
+    SliceEnded,
+    UnsafeRequest,
+)
 from worker.jobs.bulk import NO_BULK, BulkOptions, csv_rows, wait_for_job, write_records
 from worker.jobs.cost import BULK_UPLOAD_BYTES, bulk_push_cost, choose, rest_push_cost
 from worker.jobs.state import JOB_TTL_S, JobStore
@@ -178,7 +186,7 @@ class _Push:
             raise InvalidInput(f"push job {job_id} has no stored records (expired or already sent)")
         self.records: list[dict[str, Any]] = json.loads(raw[0])
         self.position = int(raw[1] or 0)
-        self._bulk = json.loads(raw[2]) if raw[2] else None
+        self._bulk = self._checked_bulk(json.loads(raw[2]) if raw[2] else None)
         # After a Bulk job that left records unprocessed: their indices, which go on by REST.
         self.left: list[int] | None = json.loads(raw[3]) if raw[3] else None
         self.failed = 0
@@ -188,9 +196,26 @@ class _Push:
         """The records as an ingest job's CSV: built once, for the size check and then the upload."""
         return write_records(self.records)
 
+    def _checked_bulk(self, state: object) -> dict[str, Any] | None:
+        """The stored Bulk state, or ``None`` (and forgotten) when its job id is not in Salesforce's shape: the
+        push then goes on as if no Bulk job had been made (records are upserted by external id, so sending some
+        again changes nothing)."""
+        if state is None:
+            return None
+        try:
+            if not isinstance(state, dict):
+                raise UnsafeRequest(f"stored Bulk state is a {type(state).__name__}, not an object")
+            bulk_api.check_job_id(state.get("job_id"))
+        except UnsafeRequest as exc:
+            log.warning("checkpoint_discarded", tenant=self.sf.tenant, object=self.sobject, part="bulk",
+                        reason=str(exc))
+            self.client.hdel(self.key, "bulk")
+            return None
+        return state
+
     def bulk_state(self) -> dict[str, Any] | None:
         """The Bulk ingest job this push is using: ``job_id``, ``stage``, ``polls``, ``requests``."""
-        return cast(dict[str, Any] | None, self._bulk)
+        return self._bulk
 
     def save_bulk(self, state: dict[str, Any]) -> None:
         """Checkpoint the Bulk ingest job's progress."""
