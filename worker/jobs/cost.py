@@ -1,6 +1,7 @@
 """What a job costs in API credits on each path, and which path to take.
 
-Every request Salesforce counts is one credit: a REST query page (up to 2,000 records) or an sObject
+Every request Salesforce counts is one credit: a REST query page (up to 2,000 records; 200 when two or more long
+text fields are selected) or an sObject
 Collections upsert (up to 200), and every Bulk API 2.0 request: creating the job, each upload, closing it,
 **each status poll** and each results page. So Bulk pays a fixed overhead and then moves records by the tens
 of thousands per request; REST pays per page. The choice compares the two counts for the job's size, polls
@@ -69,9 +70,14 @@ class PollSchedule:
         return polls
 
 
-def rest_pull_cost(records: int) -> int:
-    """Credits to read ``records`` by REST query pages (an empty read is one request too)."""
-    return max(1, math.ceil(records / REST_PAGE))
+def rest_pull_cost(records: int, *, page_size: int = REST_PAGE) -> int:
+    """Credits to read ``records`` by REST query pages of ``page_size`` (an empty read is one request too).
+
+    Salesforce returns "up to" the batch size and may return fewer, and "if the SOQL statement selects two or
+    more custom fields of type long text, the batch size can't be greater than 200 records" (Change the Batch
+    Size in Queries, SOQL and SOSL Reference; see docs/emulator.md). A pull therefore passes the size of its
+    first page once Salesforce has chosen it: 200 for such a query, so its estimate is ten times 2,000's."""
+    return max(1, math.ceil(records / max(1, min(page_size, REST_PAGE))))
 
 
 def _expected_polls(records: int) -> int:

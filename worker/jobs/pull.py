@@ -4,7 +4,10 @@ The query asks for ``SystemModstamp >= watermark``, oldest first. Records alread
 watermark (same Id and SystemModstamp) are skipped, so a record changed in the same millisecond as the
 watermark is never missed and an unchanged one is never delivered twice. After each page the position is
 checkpointed in Redis: a job that stops halfway continues from the next page (by ``nextRecordsUrl``, or, if
-Salesforce no longer knows that locator, by querying again from the highest SystemModstamp delivered).
+Salesforce no longer knows that locator, by querying again from the highest SystemModstamp delivered). A locator
+can expire mid-read too (idle too long, or released when the user opened too many cursors): the read goes on the
+same way, for one more credit. Pages may hold fewer records than asked for (200 when two long text fields are
+selected): each is simply one more page.
 
 Whatever can write the checkpoint could aim the next request elsewhere, so a stored next page or Bulk job
 that is not in Salesforce's shape is discarded when the checkpoint is read (logged with the reason), and the
@@ -220,7 +223,7 @@ def run_pull(
 
 def _rest_read(pull: _Pull) -> PullResult:
     cp, tenant = pull.cp, pull.sf.tenant
-    page, fresh_query = _first_page(pull.sf, cp, pull.sobject, pull.fields)
+    page, fresh_query = _page(pull.sf, cp, pull.sobject, pull.fields)
     while True:
         records = page.get("records", [])
         # Checked before delivery: a page whose successor cannot be followed is not delivered (nor checkpointed).
@@ -234,7 +237,8 @@ def _rest_read(pull: _Pull) -> PullResult:
         if fresh_query and pull.bulk.mode == "auto":
             remaining = int(page.get("totalSize", 0)) - len(records)
             fresh_query = False
-            rest, bulk = rest_pull_cost(remaining), bulk_pull_cost(remaining)
+            # A first page that is not the last holds the batch size Salesforce chose for this query.
+            rest, bulk = rest_pull_cost(remaining, page_size=len(records)), bulk_pull_cost(remaining)
             if choose("auto", rest, bulk) == "bulk" and _bulk_allowed(pull):
                 log.info("pull_by_bulk", tenant=tenant, object=pull.sobject, remaining=remaining,
                          rest_credits=rest, bulk_credits=bulk)
@@ -242,7 +246,7 @@ def _rest_read(pull: _Pull) -> PullResult:
                 return run_bulk_read(pull)
         if pull.slice_over():
             raise SliceEnded(f"pull of {pull.sobject} continues after {pull.pages} pages")
-        page = _next_page(pull.sf, cp.next_url)
+        page, fresh_query = _page(pull.sf, cp, pull.sobject, pull.fields)
 
 
 def _bulk_allowed(pull: _Pull) -> bool:
@@ -269,14 +273,23 @@ def _next_page(sf: TenantSalesforce, next_url: str) -> dict[str, Any]:
     return page
 
 
-def _first_page(sf: TenantSalesforce, cp: PullCheckpoint, sobject: str,
+def _locator_gone(exc: SalesforceError) -> bool:
+    """Salesforce no longer knows the query locator: 400 ``INVALID_QUERY_LOCATOR`` (expired, released, or
+    never valid), or 404 for a next-records URL it cannot route."""
+    return isinstance(exc, SalesforceResourceNotFound) or salesforce_error_code(exc)[0] == "INVALID_QUERY_LOCATOR"
+
+
+def _page(sf: TenantSalesforce, cp: PullCheckpoint, sobject: str,
                 fields: Sequence[str]) -> tuple[dict[str, Any], bool]:
-    """The next page to deliver, and whether it starts a new query (its ``totalSize`` is the whole read)."""
+    """The next page to deliver (by the stored locator, or by querying again if Salesforce no longer knows it),
+    and whether it starts a new query (its ``totalSize`` is the whole read)."""
     if cp.next_url is not None:
         try:
             return _next_page(sf, cp.next_url), False
-        except (SalesforceMalformedRequest, SalesforceResourceNotFound):
-            # The query locator expired: read again from the highest SystemModstamp already delivered.
+        except (SalesforceMalformedRequest, SalesforceResourceNotFound) as exc:
+            if not _locator_gone(exc):
+                raise
+            # Read again from the highest SystemModstamp already delivered, skipping the Ids delivered at it.
             log.info("query_locator_expired", tenant=sf.tenant, object=sobject)
             cp.next_url = None
     cp.begin()
