@@ -14,11 +14,12 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 from simple_salesforce.api import Salesforce
+from simple_salesforce.exceptions import SalesforceError, SalesforceMalformedRequest, SalesforceResourceNotFound
 from structlog.testing import capture_logs
 
 from emulator import EmulatorServer, OrgInfo
@@ -28,7 +29,7 @@ from tests.worker.test_stored_urls import ListSink, salesforce
 from worker.errors import SliceEnded
 from worker.jobs.bulk import NO_BULK, BulkOptions
 from worker.jobs.cost import bulk_pull_cost, rest_pull_cost
-from worker.jobs.pull import PullCheckpoint, run_pull
+from worker.jobs.pull import PullCheckpoint, _locator_gone, run_pull
 from worker.jobs.state import JobStore
 
 CONNECTION = "conn-1"
@@ -190,3 +191,21 @@ def test_a_long_text_pull_that_is_cheaper_by_bulk_goes_by_bulk(make_puller: Call
     [chosen] = [e for e in logs if e["event"] == "pull_by_bulk"]
     assert (chosen["rest_credits"], chosen["bulk_credits"]) == (9, bulk_pull_cost(remaining))
     assert puller.bucket.status(puller.name).used == puller.charged == puller.counted()
+
+
+
+def _refusal(status: int, content: object) -> SalesforceError:
+    """The exception simple-salesforce raises for ``status`` (it passes the parsed JSON body, typed as bytes)."""
+    kind = SalesforceResourceNotFound if status == 404 else SalesforceMalformedRequest
+    return kind("https://org/services/data/v59.0/query/01g-2000", status, "query", cast(bytes, content))
+
+
+@pytest.mark.parametrize(("error", "gone"), [
+    (_refusal(400, [{"errorCode": "INVALID_QUERY_LOCATOR", "message": "invalid query locator"}]), True),
+    (_refusal(404, [{"errorCode": "NOT_FOUND", "message": "The requested resource does not exist"}]), True),
+    # Any other 400 is a real error of the request, not a forgotten cursor: querying again would hide it.
+    (_refusal(400, [{"errorCode": "MALFORMED_QUERY", "message": "unexpected token"}]), False),
+    (_refusal(400, b"not JSON"), False),
+])
+def test_only_a_forgotten_locator_is_queried_again(error: SalesforceError, gone: bool) -> None:
+    assert _locator_gone(error) is gone
