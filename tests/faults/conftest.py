@@ -84,6 +84,8 @@ def alive(pid: int) -> bool:
 
 def worker_environment(redis_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CRMSYNC_", "PROMETHEUS_"))}
+    # Where the tests' secrets live and the emulator's host, as tests/conftest.py sets them for every process.
+    env.update({name: os.environ[name] for name in ("CRMSYNC_SECRET_DIRS", "CRMSYNC_LOGIN_HOSTS")})
     env.update({
         "REDIS_URL": redis_url,
         "CRMSYNC_DATA_DIR": str(data_dir),

@@ -170,7 +170,7 @@ def test_refused_credentials_raise_auth_failed_without_the_secret(emu: EmulatorS
     wrong = "wrong-secret-0123456789abcdef"
     if grant == "client_credentials":
         conn = cc_connection(store, emu, acme, tmp_path, secret=wrong)
-        expected = ("invalid_client", 401, "invalid client credentials")
+        expected = ("invalid_client", 400, "invalid client credentials")  # as Salesforce answers
     else:
         conn = rt_connection(store, emu, acme, tmp_path, refresh_token=wrong)
         expected = ("invalid_grant", 400, "expired access/refresh token")
