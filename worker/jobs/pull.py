@@ -280,7 +280,7 @@ def _locator_gone(exc: SalesforceError) -> bool:
 
 
 def _page(sf: TenantSalesforce, cp: PullCheckpoint, sobject: str,
-                fields: Sequence[str]) -> tuple[dict[str, Any], bool]:
+          fields: Sequence[str]) -> tuple[dict[str, Any], bool]:
     """The next page to deliver (by the stored locator, or by querying again if Salesforce no longer knows it),
     and whether it starts a new query (its ``totalSize`` is the whole read)."""
     if cp.next_url is not None:
