@@ -127,7 +127,9 @@ class AuthFailed(WorkerError):
     """No access token could be had for the tenant.
 
     ``error`` is the token endpoint's ``error`` code (``invalid_client``, ``invalid_grant``...) or one of ours
-    (``secret_unreadable``, ``network``, ``bad_response``); ``status`` is the HTTP status when there was one.
+    (``secret_unreadable``, also for a reference outside the secret rules; ``login_url_refused``, a stored login
+    URL that is not an allowed login host; ``network``, ``bad_response``); ``status`` is the HTTP status when there
+    was one.
     """
 
     def __init__(self, tenant: str, message: str, *, error: str, status: int | None = None) -> None:
