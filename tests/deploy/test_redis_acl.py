@@ -125,32 +125,31 @@ def breakglass(acl_redis: AclRedis) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
-def admin(acl_redis: AclRedis, breakglass: redis.Redis) -> Iterator[redis.Redis]:
-    client = acl_redis.client("admin")
+def _as_user(acl_redis: AclRedis, user: str) -> Iterator[redis.Redis]:
+    # Each service's client, opened after breakglass has emptied the database.
+    client = acl_redis.client(user)
     yield client
     client.close()
+
+
+@pytest.fixture
+def admin(acl_redis: AclRedis, breakglass: redis.Redis) -> Iterator[redis.Redis]:
+    yield from _as_user(acl_redis, "admin")
 
 
 @pytest.fixture
 def worker(acl_redis: AclRedis, breakglass: redis.Redis) -> Iterator[redis.Redis]:
-    client = acl_redis.client("worker")
-    yield client
-    client.close()
+    yield from _as_user(acl_redis, "worker")
 
 
 @pytest.fixture
 def scheduler(acl_redis: AclRedis, breakglass: redis.Redis) -> Iterator[redis.Redis]:
-    client = acl_redis.client("scheduler")
-    yield client
-    client.close()
+    yield from _as_user(acl_redis, "scheduler")
 
 
 @pytest.fixture
 def metrics(acl_redis: AclRedis, breakglass: redis.Redis) -> Iterator[redis.Redis]:
-    client = acl_redis.client("metrics")
-    yield client
-    client.close()
+    yield from _as_user(acl_redis, "metrics")
 
 
 def crmsync(url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
