@@ -33,13 +33,14 @@ class QuotaAlerts:
         if not grant.granted or not grant.limit:
             return
         used = grant.limit - grant.remaining
-        window, warned = self._warned.get(tenant, (episode(grant), set()))
-        if window != episode(grant):
+        current = episode(grant)
+        window, warned = self._warned.get(tenant, (current, set()))
+        if window != current:
             warned = set()
         crossed = [share for share in self.shares if used >= share * grant.limit and share not in warned]
         if crossed:
             # A take that passes several shares at once (a tenant starting late in its window) warns once,
             # for the highest: the lower warnings would only repeat it.
             warned.update(crossed)
-            quota_warning(tenant, grant, used=used, share=max(crossed), episode=episode(grant)).raise_on(self.notifier)
-        self._warned[tenant] = (episode(grant), warned)
+            quota_warning(tenant, grant, used=used, share=max(crossed), episode=current).raise_on(self.notifier)
+        self._warned[tenant] = (current, warned)
