@@ -15,16 +15,20 @@ re-queues dead workers' messages. Dramatiq's default of 1,000 leaves them waitin
 
 from __future__ import annotations
 
+import copy
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
+from redis.exceptions import NoScriptError
 
 from worker.broker.redis import CrmsyncRedisBroker
 from worker.settings import BrokerSettings
 
-__all__ = ["NAMESPACE", "build_broker", "current", "install", "send"]
+__all__ = ["NAMESPACE", "build_broker", "current", "install", "send", "send_many"]
 
 # Under the crmsync: prefix like every other key of ours, so one Redis can be shared and audited by prefix.
 NAMESPACE = "crmsync:broker"
@@ -65,3 +69,37 @@ def send(queue_name: str, actor_name: str, kwargs: dict[str, Any], *,
     message: dramatiq.Message[Any] = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(),
                                                       kwargs=kwargs, options={})
     return current().enqueue(message, delay=delay_ms)
+
+
+def send_many(queue_name: str, jobs: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Send one message per ``(actor_name, kwargs)`` on ``queue_name``, at once: on a Redis broker in one
+    pipeline, elsewhere one ``enqueue`` each. Raises if any was not sent (some may have been)."""
+    broker = current()
+    messages: list[dramatiq.Message[Any]] = [
+        dramatiq.Message(queue_name=queue_name, actor_name=actor, args=(), kwargs=kwargs, options={})
+        for actor, kwargs in jobs]
+    if not isinstance(broker, RedisBroker) or "dispatch" not in getattr(broker, "scripts", {}):
+        for message in messages:
+            broker.enqueue(message)
+        return
+    while messages:
+        replies = _pipelined(broker, messages)
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if any(not isinstance(error, NoScriptError) for error in errors):
+            raise next(error for error in errors if not isinstance(error, NoScriptError))
+        if errors:  # the broker's Redis lost its scripts (a restart): load, then send what failed again
+            broker.client.script_load(broker.scripts["dispatch"].script)
+        messages = [m for m, reply in zip(messages, replies, strict=True) if isinstance(reply, NoScriptError)]
+
+
+def _pipelined(broker: RedisBroker, messages: list[dramatiq.Message[Any]]) -> list[Any]:
+    # Dramatiq's own enqueue (ids, middleware, arguments) on a copy of the broker whose dispatch script call is
+    # queued on a pipeline instead of sent: one round trip for the batch, nothing of Dramatiq's rewritten.
+    dispatch = broker.scripts["dispatch"]
+    pipe = broker.client.pipeline(transaction=False)
+    batch = copy.copy(broker)
+    batch.scripts = {**broker.scripts,
+                     "dispatch": lambda keys, args: pipe.evalsha(dispatch.sha, len(keys), *keys, *args)}
+    for message in messages:
+        batch.enqueue(message)
+    return list(pipe.execute(raise_on_error=False))
