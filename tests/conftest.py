@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from worker import keys
+from worker.devstack.redis_cluster import LocalRedisCluster
 from worker.devstack.redis_server import EmbeddedRedis
 
 POLL = 0.05  # seconds between two looks at a condition
@@ -111,3 +112,25 @@ def env(redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPat
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    """A real Redis Cluster for the session: 3 masters with a replica each, on free loopback ports.
+
+    ``.url`` (``redis+cluster://``), ``.masters()``, ``.master_of(key)``, ``.kill_master_of(key)`` (returns once
+    the replica took over), ``.heal()`` (restart killed nodes), ``.flush()``, ``.client()``. Tests that kill
+    nodes heal it afterwards, or use ``cluster_client``, which heals and flushes it before each test.
+    """
+    with LocalRedisCluster(masters=3, replicas=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_client(redis_cluster: LocalRedisCluster) -> Iterator[redis.RedisCluster]:
+    """A decoding client of the session's cluster, healed (all six nodes up) and empty."""
+    redis_cluster.heal()
+    redis_cluster.flush()
+    client = redis_cluster.client(decode_responses=True)
+    yield client
+    client.close()

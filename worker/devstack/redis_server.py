@@ -200,6 +200,22 @@ class EmbeddedRedis:
         """SIGCONT: a frozen server goes on where it stopped."""
         self._running().send_signal(signal.SIGCONT)
 
+    @property
+    def pid(self) -> int:
+        """The running server's process id."""
+        return self._running().pid
+
+    @property
+    def running(self) -> bool:
+        """Whether the server process was started and has not exited."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no shutdown work, the directory and port kept for a later ``start()``."""
+        proc, self._proc = self._running(), None
+        proc.kill()
+        proc.wait()
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, SIGKILL if it lingers) and remove the temporary directory, if it made one."""
         self._kill()
