@@ -5,6 +5,8 @@ variable                               meaning                                  
 =====================================  ==============================================================  ==========
 ``REDIS_URL``                          Redis for quotas, state and the broker (``redis://``,           local 6379
                                        ``rediss://``; ACL user and password in the URL)
+``BROKER_URL``                         the Dramatiq broker: ``amqp://``, ``amqps://`` (RabbitMQ),      REDIS_URL
+                                       ``redis://``, ``rediss://`` (one Redis node, not a cluster)
 ``CRMSYNC_ACTOR``                      who ``crmsync quota set`` records in the audit trail            login name
 ``CRMSYNC_DATA_DIR``                   where the default sink writes pulled records                    var/data
 ``CRMSYNC_LOG_FORMAT``                 ``json`` or ``console``                                         by terminal
@@ -41,11 +43,12 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = [
+    "BROKER_SCHEMES",
     "DEFAULT_REDIS_URL",
     "DEFAULT_SECRET_DIRS",
     "MULTIPROC_ENV",
@@ -58,6 +61,7 @@ __all__ = [
     "metrics_objects",
     "multiproc_dir",
     "positive_setting",
+    "redacted_url",
     "redis_url",
 ]
 
@@ -197,20 +201,66 @@ class WorkerSettings:
         )
 
 
+BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def _scheme(url: str) -> str:
+    return url.partition("://")[0].lower() if "://" in url else ""
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: how a URL may appear in logs and errors."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 @dataclass(frozen=True)
 class BrokerSettings:
-    """The Dramatiq broker's settings: where it is and how fast a dead worker's messages move on."""
+    """The Dramatiq broker's settings: where it is (``kind`` ``redis`` or ``rabbitmq``) and, on Redis, how fast a
+    dead worker's messages move on (RabbitMQ hands them on when the worker's connection drops)."""
 
-    url: str = DEFAULT_REDIS_URL
+    url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # it may hold a password
     heartbeat_timeout_s: float = 60.0
     maintenance_chance: int = 10_000
 
+    @property
+    def kind(self) -> str:
+        """``redis`` or ``rabbitmq``, by the URL's scheme."""
+        return BROKER_SCHEMES[_scheme(self.url)]
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BrokerSettings:
-        """Read the settings, refusing malformed values with a message naming the variable."""
+        """Read the settings, refusing malformed values with a message naming the variable (never a password).
+
+        ``BROKER_URL`` unset: Dramatiq's Redis broker on ``REDIS_URL``. A Redis Cluster URL (``redis+cluster://``,
+        ``rediss+cluster://``) is refused either way: Dramatiq's Redis broker cannot run on a cluster."""
         chance = positive_setting("CRMSYNC_BROKER_MAINTENANCE_CHANCE", cls.maintenance_chance, environ)
+        url = _env(environ).get("BROKER_URL") or ""
+        if url:
+            scheme = _scheme(url)
+            if scheme in _CLUSTER_SCHEMES:
+                raise ValueError(f"BROKER_URL={redacted_url(url)}: names a Redis Cluster, and Dramatiq's Redis broker "
+                                 "cannot run on a cluster: use RabbitMQ (amqp://) or one Redis node (redis://)")
+            if scheme not in BROKER_SCHEMES:
+                raise ValueError(f"BROKER_URL={redacted_url(url)}: expected an amqp://, amqps://, redis:// or "
+                                 "rediss:// URL")
+        else:
+            url = redis_url(environ)
+            if _scheme(url) in _CLUSTER_SCHEMES:
+                raise ValueError("REDIS_URL names a Redis Cluster and BROKER_URL is unset: Dramatiq's Redis broker "
+                                 "cannot run on a cluster; set BROKER_URL to RabbitMQ (amqp://...) or one Redis "
+                                 "node (redis://...)")
         return cls(
-            url=redis_url(environ),
+            url=url,
             heartbeat_timeout_s=positive_setting("CRMSYNC_BROKER_HEARTBEAT_TIMEOUT", cls.heartbeat_timeout_s, environ),
             maintenance_chance=int(min(chance, 1_000_000)),
         )
