@@ -13,6 +13,7 @@
      │                                                  fields and values, or over a size cap; nothing written
      ├── InvalidTimeout (quota.errors.InvalidInput)     a wait that is not a number of seconds from 0 to a week
      ├── CommandError                                   a ``crmsync`` command's one-line refusal; carries the exit code
+     ├── BrokerUnavailable                              the message broker cannot be reached or refused our login
      ├── SecretUnavailable                              a referenced secret is missing, unreadable or empty
      ├── NotConnected                                   the tenant has no (readable) connection
      ├── AuthFailed                                     no access token: the token endpoint refused, a secret
@@ -41,6 +42,7 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_USAGE",
     "AuthFailed",
+    "BrokerUnavailable",
     "BulkJobLost",
     "CommandError",
     "ConnectionRefused",
@@ -109,6 +111,11 @@ class CommandError(WorkerError):
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class BrokerUnavailable(WorkerError):
+    """The Dramatiq broker (``BROKER_URL``, else ``REDIS_URL``) cannot be reached, refused our login, or lost a
+    message being sent. The message names the broker by its URL with the password replaced by ``***``."""
 
 
 class SecretUnavailable(WorkerError):
