@@ -210,7 +210,10 @@ def _scheme(url: str) -> str:
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: how a URL may appear in logs and errors."""
+    """``url`` with its password (if any) replaced by ``***``: how a URL may appear in logs and errors.
+    Several URLs separated by ``;`` (a RabbitMQ cluster's nodes) are redacted each."""
+    if ";" in url:
+        return ";".join(redacted_url(part) for part in url.split(";"))
     try:
         parts = urlsplit(url)
         password = parts.password
