@@ -8,6 +8,7 @@ import threading
 from types import FrameType
 
 from quota.errors import InvalidInput
+from worker.broker.health import require_broker
 from worker.cli import Subcommands, add_command
 from worker.cli.support import redis_client
 from worker.logs import configure_logging
@@ -20,6 +21,7 @@ def _cmd_scheduler(args: argparse.Namespace) -> int:
     if not args.tick > 0:
         raise InvalidInput(f"invalid --tick {args.tick}: a positive number of seconds")
     configure_logging()
+    require_broker()  # exit 2 with one line if the broker is misconfigured, unreachable or refuses the login
     scheduler = Scheduler(redis_client(), instance_id=args.instance_id, tick_s=args.tick, lease_ttl_s=args.lease_ttl)
     stop = threading.Event()
 
