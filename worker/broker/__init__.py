@@ -5,12 +5,17 @@ the actors on it. A process that only sends messages (``worker.enqueue``, so the
 built from the environment on first use (``current``). Messages go to actors by name (``send``): a sender need
 not import an actor's code; only the worker that runs the actor declares it.
 
-Backends are submodules, as in Dramatiq's own layout: ``worker.broker.redis``.
+Backends are submodules, as in Dramatiq's own layout, chosen by ``BROKER_URL``'s scheme (unset: ``REDIS_URL``):
+``worker.broker.redis`` (``redis://``, ``rediss://``; keys under ``crmsync:broker``) and
+``worker.broker.rabbitmq`` (``amqp://``, ``amqps://``). ``worker.broker.health`` checks the broker at start.
+Queues are named alike on both: ``crmsync``, its delay queue ``crmsync.DQ`` and dead letters ``crmsync.XQ``
+(on Redis, keys ``crmsync:broker:crmsync.XQ`` and ``.XQ.msgs``; on RabbitMQ, queues of those names).
 
 ``CRMSYNC_BROKER_HEARTBEAT_TIMEOUT`` (seconds, default 60): how long a worker may be silent before the
-messages it had taken are handed to another worker (a worker killed mid-job is noticed after this).
-``CRMSYNC_BROKER_MAINTENANCE_CHANCE`` (per million broker calls, default 10,000): how often a call also
-re-queues dead workers' messages. Dramatiq's default of 1,000 leaves them waiting minutes on an idle pool.
+messages it had taken are handed to another worker (a worker killed mid-job is noticed after this on Redis; on
+RabbitMQ at once, as its connection drops, and a frozen one after about this long: the AMQP heartbeat).
+``CRMSYNC_BROKER_MAINTENANCE_CHANCE`` (per million broker calls, default 10,000; Redis only): how often a call
+also re-queues dead workers' messages. Dramatiq's default of 1,000 leaves them waiting minutes on an idle pool.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
+import dramatiq.errors
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 from redis.exceptions import NoScriptError
 
+from worker.broker.health import describe, scrub
+from worker.broker.rabbitmq import CrmsyncRabbitmqBroker
 from worker.broker.redis import CrmsyncRedisBroker
+from worker.errors import BrokerUnavailable
 from worker.settings import BrokerSettings
 
 __all__ = ["NAMESPACE", "build_broker", "current", "install", "send", "send_many"]
@@ -38,14 +47,19 @@ _building = threading.Lock()
 
 
 def build_broker(settings: BrokerSettings | None = None) -> dramatiq.Broker:
-    """A new broker on ``settings`` (by default read from the environment), with Dramatiq's ``CurrentMessage``
-    middleware, through which the actors read their message."""
+    """A new broker on ``settings`` (by default read from the environment): RabbitMQ or Redis by the URL's
+    scheme, with Dramatiq's ``CurrentMessage`` middleware, through which the actors read their message."""
     settings = settings or BrokerSettings.from_env()
-    broker = CrmsyncRedisBroker(  # type: ignore[no-untyped-call]
-        url=settings.url, namespace=NAMESPACE, heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
-        maintenance_chance=settings.maintenance_chance,
-    )
+    broker: dramatiq.Broker
+    if settings.kind == "rabbitmq":
+        broker = CrmsyncRabbitmqBroker(url=settings.url, heartbeat_s=settings.heartbeat_timeout_s)
+    else:
+        broker = CrmsyncRedisBroker(  # type: ignore[no-untyped-call]
+            url=settings.url, namespace=NAMESPACE, heartbeat_timeout=int(settings.heartbeat_timeout_s * 1000),
+            maintenance_chance=settings.maintenance_chance,
+        )
     broker.add_middleware(CurrentMessage())
+    setattr(broker, "crmsync_settings", settings)  # noqa: B010 (names it, password left out, when a send fails)
     return broker
 
 
@@ -68,7 +82,19 @@ def send(queue_name: str, actor_name: str, kwargs: dict[str, Any], *,
     """Send ``actor_name`` a message with ``kwargs`` on ``queue_name`` (after ``delay_ms``, if given)."""
     message: dramatiq.Message[Any] = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=(),
                                                       kwargs=kwargs, options={})
-    return current().enqueue(message, delay=delay_ms)
+    broker = current()
+    try:
+        return broker.enqueue(message, delay=delay_ms)
+    except dramatiq.errors.BrokerConnectionError as exc:  # RabbitMQ down after Dramatiq's retries
+        raise _unavailable(broker, exc) from None
+
+
+def _unavailable(broker: dramatiq.Broker, exc: Exception) -> BrokerUnavailable:
+    settings = getattr(broker, "crmsync_settings", None)
+    if not isinstance(settings, BrokerSettings):
+        return BrokerUnavailable(f"message broker unavailable: {type(exc).__name__}")
+    return BrokerUnavailable(scrub(f"{describe(settings)}: message not sent ({type(exc).__name__}: {exc})",
+                                   settings.url))
 
 
 def send_many(queue_name: str, jobs: Sequence[tuple[str, dict[str, Any]]]) -> None:

@@ -10,6 +10,7 @@ import redis
 import structlog
 
 from quota.scripts import METER
+from worker.broker.health import require_broker
 from worker.cli import Subcommands, add_command
 from worker.cli.support import redis_client
 from worker.eviction import eviction_warning, maxmemory_policy
@@ -44,6 +45,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "dramatiq", "worker.app", "--processes", str(args.processes),
                "--threads", str(args.threads)]
     configure_logging()
+    # A bad BROKER_URL, a broker that cannot be reached or refuses the login: exit 2 with one line, no pool.
+    require_broker()
     _check_redis()
     # Parent only, before Dramatiq forks: create and empty $PROMETHEUS_MULTIPROC_DIR (no-op when unset).
     prepare_multiproc_dir()
