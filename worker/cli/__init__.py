@@ -7,7 +7,8 @@ Dramatiq or simple-salesforce. Helpers shared by commands live in ``support.py``
 ``bucket.py``, ``connection_store.py`` and ``job_report.py``.
 
 Bad input never shows a traceback: an ``InvalidInput`` (or any ``ValueError`` raised on purpose by a
-handler) exits 2 with a one-line reason on stderr; an unreachable Redis exits 1.
+handler) exits 2 with a one-line reason on stderr; an unreachable Redis, or a broker that cannot take a
+message, exits 1.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from importlib import import_module
 from typing import Any, TypeAlias
 
 from quota.errors import InvalidInput, QuotaUnavailable
-from worker.errors import EXIT_FAILURE, EXIT_USAGE, CommandError
+from worker.errors import EXIT_FAILURE, EXIT_USAGE, BrokerUnavailable, CommandError
 from worker.settings import multiproc_dir
 
 __all__ = ["COMMANDS", "Subcommands", "add_command", "build_parser", "main", "register"]
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(exc, "exit_code", EXIT_USAGE)
     except QuotaUnavailable as exc:
         print(f"crmsync: error: {exc} (is REDIS_URL right?)", file=sys.stderr)
+        return EXIT_FAILURE
+    except BrokerUnavailable as exc:  # a message could not be sent: the broker went away after the start
+        print(f"crmsync: error: {exc} (is BROKER_URL right?)", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
