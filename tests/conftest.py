@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from worker import keys
+from worker.devstack.rabbitmq_server import LocalRabbitMQ, find_rabbitmq_server
 from worker.devstack.redis_cluster import LocalRedisCluster
 from worker.devstack.redis_server import EmbeddedRedis
 
@@ -134,3 +135,22 @@ def cluster_client(redis_cluster: LocalRedisCluster) -> Iterator[redis.RedisClus
     client = redis_cluster.client(decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[LocalRabbitMQ]:
+    """A real RabbitMQ node for the session (``worker/devstack/rabbitmq_server.py``: free loopback ports, its own
+    user and random password, no management plugin), stopped at the end. Skips, saying why, where Debian's
+    ``rabbitmq-server`` (or one on PATH) cannot be had."""
+    try:
+        script = find_rabbitmq_server()
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    with LocalRabbitMQ(script) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(rabbitmq: LocalRabbitMQ) -> str:
+    """The session RabbitMQ's ``amqp://`` URL, with its user and password."""
+    return rabbitmq.url
