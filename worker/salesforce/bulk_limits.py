@@ -15,7 +15,7 @@ import redis
 from quota.replies import text
 from worker import keys
 
-__all__ = ["BUDGETS", "Budget", "read", "write"]
+__all__ = ["BUDGETS", "Budget", "parse", "read", "write"]
 
 #: Budget name (as in metrics and ``crmsync status``) -> its key in Salesforce's ``/limits``.
 BUDGETS = {
@@ -46,7 +46,12 @@ def read(client: redis.Redis, tenant: str) -> tuple[dict[str, Budget], float | N
     A field that is not a whole number (a value written by hand) leaves that budget out; nothing raises but
     a Redis error (a key of the wrong type included).
     """
-    raw = {text(k): text(v) for k, v in cast(dict[Any, Any], client.hgetall(keys.bulk_budget(tenant))).items()}
+    return parse(cast(dict[Any, Any], client.hgetall(keys.bulk_budget(tenant))))
+
+
+def parse(reply: dict[Any, Any]) -> tuple[dict[str, Budget], float | None]:
+    """``read`` of an ``HGETALL`` reply already fetched (a pipeline's): the budgets and when they were read."""
+    raw = {text(k): text(v) for k, v in reply.items()}
     budgets = {}
     for name in BUDGETS:
         remaining, maximum = _count(raw.get(f"{name}_remaining")), _count(raw.get(f"{name}_max"))
