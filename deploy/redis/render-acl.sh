@@ -7,6 +7,8 @@
 #
 #   sh render-acl.sh TEMPLATE OUTPUT
 #
+# Only the placeholders TEMPLATE holds need a password: users.acl names the five users of every Redis,
+# cluster-users.acl adds REPLICA and CLUSTERADMIN for a Redis Cluster's nodes.
 # Only hashes reach OUTPUT (mode 0600). Needs sh, sed, grep and sha256sum (all in the redis image).
 set -eu
 
@@ -37,19 +39,17 @@ password_hash() {
   printf '%s' "$value" | sha256sum | cut -d ' ' -f 1
 }
 
-breakglass=$(password_hash BREAKGLASS)
-admin=$(password_hash ADMIN)
-worker=$(password_hash WORKER)
-scheduler=$(password_hash SCHEDULER)
-metrics=$(password_hash METRICS)
+# Each placeholder in the template, in a fixed order (so a missing password is named the same way every time).
+substitutions=""
+for name in BREAKGLASS ADMIN WORKER SCHEDULER METRICS REPLICA CLUSTERADMIN; do
+  if grep -q "@${name}_PASSWORD_SHA256@" "$template"; then
+    hash=$(password_hash "$name")
+    substitutions="${substitutions}s/@${name}_PASSWORD_SHA256@/${hash}/;"
+  fi
+done
 
 umask 077
-grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$template" \
-  | sed -e "s/@BREAKGLASS_PASSWORD_SHA256@/$breakglass/" \
-        -e "s/@ADMIN_PASSWORD_SHA256@/$admin/" \
-        -e "s/@WORKER_PASSWORD_SHA256@/$worker/" \
-        -e "s/@SCHEDULER_PASSWORD_SHA256@/$scheduler/" \
-        -e "s/@METRICS_PASSWORD_SHA256@/$metrics/" > "$output.tmp"
+grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$template" | sed -e "${substitutions}" > "$output.tmp"
 if grep -q '@[A-Z_]*_PASSWORD_SHA256@' "$output.tmp"; then
   echo "render-acl.sh: unknown placeholder left in $template" >&2
   rm -f "$output.tmp"
