@@ -74,7 +74,7 @@ ACCESS: dict[str, dict[str, str]] = {
     "resuming": {"worker": "rw", "scheduler": "", "metrics": ""},
     "notified": {"worker": "rw", "scheduler": "", "metrics": ""},
     "delivery": {"worker": "rw", "scheduler": "", "metrics": ""},
-    "PAUSED": {"worker": "rw", "scheduler": "", "metrics": "r"},
+    "PAUSED": {"worker": "rw", "scheduler": "r", "metrics": "r"},
     "NOTIFICATIONS": {"worker": "rw", "scheduler": "", "metrics": ""},
     "NOTIFY_CONFIG": {"worker": "r", "scheduler": "", "metrics": ""},
     "SCHEDULES": {"worker": "", "scheduler": "r", "metrics": ""},
@@ -470,7 +470,7 @@ def test_metrics_reads_tenant_gauges_and_writes_nothing(acl_redis: AclRedis, adm
 def test_metrics_runs_only_the_metering_read(admin: redis.Redis, worker: redis.Redis, metrics: redis.Redis) -> None:
     CreditBucket(admin).set_limit("acme", 100_000, actor="acl-test")  # admin loads the configure script
     CreditBucket(worker).take("acme", 7)
-    window = keys.window_prefix("acme")
+    window = meter_call("acme", 0, "")[0][1]  # the daily counter a read declares
     read = metrics.execute_command(*METER.command(*meter_call("acme", 0, "")))
     assert read[4] == 7  # used
     with pytest.raises(redis.ResponseError, match="can't run this command"):
@@ -478,7 +478,7 @@ def test_metrics_runs_only_the_metering_read(admin: redis.Redis, worker: redis.R
         metrics.execute_command(*METER.command(*meter_call("acme", 1, "")))
     with pytest.raises(redis.exceptions.NoPermissionError):  # the script that changes limits, loaded by admin
         metrics.execute_command(*CONFIGURE.command([keys.config("acme"), keys.audit("acme"), window,
-                                                    keys.rolling_window("acme")],
+                                                    keys.rolling_window("acme"), window],
                                                    ["mallory", "", "10", "0", "limit", "1"]))
     for call in (lambda: metrics.eval("return 1", 0),
                  lambda: metrics.script_load("return redis.call('GET', KEYS[1])"),
