@@ -1,0 +1,124 @@
+"""One broker fixture over both brokers: the same scenarios run on Dramatiq's Redis broker and on RabbitMQ.
+
+State (credits, jobs, pauses, parked jobs) is always on the session's Redis; only ``BROKER_URL`` changes: the
+session Redis itself (``redis://``) or the session RabbitMQ (``amqp://``). Worker pools, tenants and the emulator
+come from the fault tests' fixtures (``tests/faults/conftest.py``). This process sends its messages through the
+broker under test for the length of the test (``worker.broker``'s installed broker is swapped and restored).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pika
+import pika.exceptions
+import pytest
+import redis
+
+import worker.broker
+from tests.faults.conftest import emulator, secrets_dir, start_pool, worker_environment
+from worker.broker import NAMESPACE, build_broker
+from worker.enqueue import QUEUE
+from worker.settings import BrokerSettings
+
+__all__ = ["BrokerUnderTest", "broker", "emulator", "secrets_dir", "start_pool"]  # fixtures these tests use
+
+# Every queue a pool declares: the jobs' and the notification deliveries', each with its delay and dead letters.
+_QUEUES = [f"{name}{suffix}" for name in (QUEUE, "crmsync-notify") for suffix in ("", ".DQ", ".XQ")]
+
+
+@dataclass
+class BrokerUnderTest:
+    """The broker a test runs on: ``kind`` (``redis`` or ``rabbitmq``), its URL, and a look inside it."""
+
+    kind: str
+    url: str
+    redis_url: str
+
+    def env(self, data_dir: Path, **extra: str) -> dict[str, str]:
+        """A worker pool's environment on this broker (state on the session Redis)."""
+        return worker_environment(self.redis_url, data_dir, BROKER_URL=self.url, **extra)
+
+    def dead_letters(self) -> list[bytes]:
+        """The bodies in the jobs' dead-letter queue (``crmsync.XQ``), left there."""
+        if self.kind == "redis":
+            client = redis.Redis.from_url(self.url)
+            try:
+                return list(client.hvals(f"{NAMESPACE}:{QUEUE}.XQ.msgs"))
+            finally:
+                client.close()
+        bodies: list[bytes] = []
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        try:
+            channel = connection.channel()
+            while True:
+                method, _properties, body = channel.basic_get(f"{QUEUE}.XQ", auto_ack=False)
+                if method is None:
+                    break
+                bodies.append(body)
+        finally:
+            connection.close()  # unacknowledged: they go back to the queue
+        return bodies
+
+    def dead_message_ids(self) -> set[str]:
+        """The ids of the messages in the dead-letter queue that decode as messages."""
+        ids = set()
+        for body in self.dead_letters():
+            try:
+                data: Any = json.loads(body)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "message_id" in data:
+                ids.add(str(data["message_id"]))
+        return ids
+
+    def put_raw(self, body: bytes) -> None:
+        """Put ``body`` on the jobs' queue as it is, bypassing Dramatiq (a message that does not decode)."""
+        if self.kind == "redis":
+            client = redis.Redis.from_url(self.url)
+            client.hset(f"{NAMESPACE}:{QUEUE}.msgs", "raw-entry", body)
+            client.rpush(f"{NAMESPACE}:{QUEUE}", "raw-entry")
+            client.close()
+            return
+        connection = pika.BlockingConnection(pika.URLParameters(self.url))
+        try:
+            connection.channel().basic_publish(exchange="", routing_key=QUEUE, body=body)
+        finally:
+            connection.close()
+
+
+def _purge(url: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in _QUEUES:
+            try:
+                channel.queue_purge(name)
+            except pika.exceptions.ChannelClosedByBroker:  # not declared yet (404): nothing to purge
+                channel = connection.channel()
+    finally:
+        connection.close()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker(request: pytest.FixtureRequest, redis_url: str, redis_client: redis.Redis) -> Iterator[BrokerUnderTest]:
+    """The broker under test, empty, and this process sending through it (``redis_client`` flushed Redis)."""
+    if request.param == "rabbitmq":
+        url = str(request.getfixturevalue("rabbitmq_url"))
+        _purge(url)
+    else:
+        url = redis_url
+    previous = worker.broker._installed  # restored below: later tests send through the session's
+    sender = worker.broker.install(build_broker(BrokerSettings.from_env({"REDIS_URL": redis_url, "BROKER_URL": url})))
+    try:
+        yield BrokerUnderTest(str(request.param), url, redis_url)
+    finally:
+        sender.close()
+        worker.broker._installed = previous
+        if previous is not None:
+            dramatiq.set_broker(previous)
