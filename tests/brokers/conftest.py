@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import pika
@@ -49,7 +49,7 @@ class BrokerUnderTest:
         if self.kind == "redis":
             client = redis.Redis.from_url(self.url)
             try:
-                return list(client.hvals(f"{NAMESPACE}:{QUEUE}.XQ.msgs"))
+                return cast(list[bytes], client.hvals(f"{NAMESPACE}:{QUEUE}.XQ.msgs"))
             finally:
                 client.close()
         bodies: list[bytes] = []
@@ -81,7 +81,7 @@ class BrokerUnderTest:
         """Put ``body`` on the jobs' queue as it is, bypassing Dramatiq (a message that does not decode)."""
         if self.kind == "redis":
             client = redis.Redis.from_url(self.url)
-            client.hset(f"{NAMESPACE}:{QUEUE}.msgs", "raw-entry", body)
+            client.hset(f"{NAMESPACE}:{QUEUE}.msgs", "raw-entry", body)  # type: ignore[arg-type]
             client.rpush(f"{NAMESPACE}:{QUEUE}", "raw-entry")
             client.close()
             return
