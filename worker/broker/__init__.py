@@ -31,7 +31,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import CurrentMessage
 from redis.exceptions import NoScriptError
 
-from worker.broker.health import describe, scrub
+from worker.broker.health import describe, describe_error, scrub
 from worker.broker.rabbitmq import CrmsyncRabbitmqBroker
 from worker.broker.redis import CrmsyncRedisBroker
 from worker.errors import BrokerUnavailable
@@ -93,8 +93,7 @@ def _unavailable(broker: dramatiq.Broker, exc: Exception) -> BrokerUnavailable:
     settings = getattr(broker, "crmsync_settings", None)
     if not isinstance(settings, BrokerSettings):
         return BrokerUnavailable(f"message broker unavailable: {type(exc).__name__}")
-    return BrokerUnavailable(scrub(f"{describe(settings)}: message not sent ({type(exc).__name__}: {exc})",
-                                   settings.url))
+    return BrokerUnavailable(scrub(f"{describe(settings)}: message not sent ({describe_error(exc)})", settings.url))
 
 
 def send_many(queue_name: str, jobs: Sequence[tuple[str, dict[str, Any]]]) -> None:
@@ -105,8 +104,11 @@ def send_many(queue_name: str, jobs: Sequence[tuple[str, dict[str, Any]]]) -> No
         dramatiq.Message(queue_name=queue_name, actor_name=actor, args=(), kwargs=kwargs, options={})
         for actor, kwargs in jobs]
     if not isinstance(broker, RedisBroker) or "dispatch" not in getattr(broker, "scripts", {}):
-        for message in messages:
-            broker.enqueue(message)
+        try:
+            for message in messages:
+                broker.enqueue(message)
+        except dramatiq.errors.BrokerConnectionError as exc:  # RabbitMQ down after Dramatiq's retries
+            raise _unavailable(broker, exc) from None
         return
     while messages:
         replies = _pipelined(broker, messages)

@@ -19,7 +19,7 @@ from worker.broker.rabbitmq import connection_parameters
 from worker.errors import BrokerUnavailable, CommandError
 from worker.settings import BrokerSettings, redacted_url
 
-__all__ = ["CHECK_TIMEOUT_S", "check_broker", "describe", "require_broker", "scrub"]
+__all__ = ["CHECK_TIMEOUT_S", "check_broker", "describe", "describe_error", "require_broker", "scrub"]
 
 CHECK_TIMEOUT_S = 5.0
 
@@ -71,11 +71,11 @@ def _check_rabbitmq(url: str, timeout_s: float) -> str | None:
     except pika.exceptions.ProbableAccessDeniedError:
         return "access refused (the user may not use this virtual host)"
     except pika.exceptions.AMQPError as exc:
-        return f"unreachable ({_describe(exc)})"
+        return f"unreachable ({describe_error(exc)})"
     try:
         connection.channel().close()
     except pika.exceptions.AMQPError as exc:
-        return f"no channel ({_describe(exc)})"
+        return f"no channel ({describe_error(exc)})"
     finally:
         if connection.is_open:
             connection.close()
@@ -97,13 +97,17 @@ def _check_redis(url: str, timeout_s: float) -> str | None:
     return None
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or repr(exc)
-    # pika wraps the socket error in workflow errors whose text is long; the root cause is what helps.
-    while isinstance(exc, pika.exceptions.AMQPConnectionWorkflowFailed) and exc.exceptions:
-        exc = exc.exceptions[-1]
-        text = f"{type(exc).__name__}: {exc}"
-    return text.splitlines()[0] if text else type(exc).__name__
+def describe_error(exc: BaseException) -> str:
+    """The root cause of a broker client's error, in one line (``ConnectionRefusedError: ...``)."""
+    # pika wraps the socket error in connection-workflow errors (as the first argument of the next, or their
+    # ``exception``): the root cause is what helps.
+    while True:
+        inner = exc.args[0] if exc.args else getattr(exc, "exception", None)
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _secrets(url: str) -> list[str]:

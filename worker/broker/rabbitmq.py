@@ -29,6 +29,7 @@ Added here:
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import dramatiq
@@ -37,6 +38,10 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import current_millis
 
 __all__ = ["DUE_OPTION", "MAX_HOLD_MS", "CrmsyncRabbitmqBroker"]
+
+# pika logs every failed connection attempt at ERROR, with tracebacks, on top of the exception it raises; Dramatiq
+# reports a consumer's connection error in one line, and the entry points report the rest (one line, exit code).
+logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 # Well under RabbitMQ's default consumer_timeout of 30 minutes.
 MAX_HOLD_MS = 10 * 60 * 1000
