@@ -9,16 +9,15 @@ its script missing (a restarted or failed-over node) has it loaded and is sent a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import Any
 
-import redis
 from redis.exceptions import NoScriptError
 
+from quota.connection import RedisClient as Client
 from quota.scripts import LuaScript
 
 __all__ = ["Client", "Command", "send"]
 
-Client: TypeAlias = "redis.Redis | redis.RedisCluster"
 Command = tuple[Any, ...]
 
 

@@ -2,9 +2,11 @@
 
 ``crmsync:schedules`` maps ``TENANT/OBJECT`` to an interval in whole seconds; ``crmsync:schedule:due`` scores
 the same member by the epoch second its next pull is due; ``crmsync:schedule:priority`` maps it to the priority
-its pulls are queued with (absent: ``normal``, as for schedules set before priorities existed). They are
-written together in one transaction, so a scheduler never sees a schedule without its due time (or the reverse)
-because of a half-finished change.
+its pulls are queued with (absent: ``normal``, as for schedules set before priorities existed). Three keys,
+so on a Redis Cluster three slots: no transaction can hold them, so they are written in an order a scheduler
+can read at any moment: a new schedule's interval and priority before its due entry, a removed schedule's due
+entry before the rest. A scheduler never queues a schedule with no interval (a due entry alone is removed as an
+orphan), and one whose due entry is missing is made due by the scheduler's sweep.
 The scheduler (``worker.scheduling.scheduler``) reads them; admins change them live with ``crmsync schedule``.
 """
 
@@ -16,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis
-
+from quota.connection import RedisClient
 from quota.errors import InvalidInput
 from quota.replies import text
 from quota.validation import validate_tenant
@@ -120,7 +121,7 @@ def check_stored_priority(raw: object) -> Priority:
 class ScheduleStore:
     """Adds, removes and lists schedules."""
 
-    def __init__(self, client: redis.Redis, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: RedisClient, clock: Callable[[], float] = time.time) -> None:
         self.redis = client
         self.clock = clock
 
@@ -139,25 +140,27 @@ class ScheduleStore:
         if priority is not None:
             check_priority(priority)
         now = self.clock()
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.SCHEDULES, name, str(interval))
+        first = self.redis.pipeline(transaction=False)
+        first.hset(keys.SCHEDULES, name, str(interval))
         if priority is not None:
-            pipe.hset(keys.SCHEDULE_PRIORITY, name, priority)
-        pipe.zadd(keys.SCHEDULE_DUE, {name: now}, nx=True)
-        pipe.zadd(keys.SCHEDULE_DUE, {name: now + interval}, lt=True)
-        pipe.zscore(keys.SCHEDULE_DUE, name)
-        pipe.hget(keys.SCHEDULE_PRIORITY, name)
-        *_, due, stored = pipe.execute()
+            first.hset(keys.SCHEDULE_PRIORITY, name, priority)
+        first.execute()
+        then = self.redis.pipeline(transaction=False)  # one key each: ordered on its node
+        then.zadd(keys.SCHEDULE_DUE, {name: now}, nx=True)
+        then.zadd(keys.SCHEDULE_DUE, {name: now + interval}, lt=True)
+        then.zscore(keys.SCHEDULE_DUE, name)
+        then.hget(keys.SCHEDULE_PRIORITY, name)
+        *_, due, stored = then.execute()
         return Schedule(name, interval, float(due), priority=check_stored_priority(stored))
 
     def remove(self, tenant: str, sobject: str) -> bool:
         """Stop pulling ``sobject`` on a schedule for ``tenant``; return whether there was a schedule."""
         name = member(tenant, sobject)
-        pipe = self.redis.pipeline(transaction=True)
+        self.redis.zrem(keys.SCHEDULE_DUE, name)
+        pipe = self.redis.pipeline(transaction=False)
         pipe.hdel(keys.SCHEDULES, name)
-        pipe.zrem(keys.SCHEDULE_DUE, name)
         pipe.hdel(keys.SCHEDULE_PRIORITY, name)
-        removed, _, _ = pipe.execute()
+        removed, _ = pipe.execute()
         return bool(removed)
 
     def all(self) -> list[Schedule]:
