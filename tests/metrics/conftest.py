@@ -10,15 +10,14 @@ from pathlib import Path
 
 import pytest
 import requests
-from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.metrics.server import MetricsServer, serve
+from worker.metrics.server import Exposition, MetricsServer, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
-Serve = Callable[[CollectorRegistry], MetricsServer]
+Serve = Callable[[Exposition], MetricsServer]
 
 
 def http_scrape(server: MetricsServer) -> str:
@@ -54,7 +53,7 @@ def serve_registry() -> Iterator[Serve]:
     """Serve a registry on a free loopback port; every server is closed at the end of the test."""
     servers: list[MetricsServer] = []
 
-    def start(registry: CollectorRegistry) -> MetricsServer:
+    def start(registry: Exposition) -> MetricsServer:
         server = serve(registry, "127.0.0.1", 0)
         servers.append(server)
         return server

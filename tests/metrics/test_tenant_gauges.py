@@ -147,6 +147,8 @@ def test_garbage_in_redis_never_breaks_a_scrape(redis_client: redis.Redis, redis
     redis_client.hset(keys.config("oddvalues"), mapping={"limit": "100000", "reset_at": "25:99"})
     redis_client.hset(keys.pause("oddvalues"), mapping={"reason": "made up by hand", "since": "yesterday"})
     redis_client.hset(keys.org_usage("oddvalues"), mapping={"used": "²", "max": "9" * 5000})
+    # Hand-written pauses and parked sets, in the paused index as every pause and park puts its tenant.
+    redis_client.sadd(keys.PAUSED, "wrongtypes", "oddvalues")
 
     text = http_scrape(serve_registry(build_registry(redis_client, None, clock=clock)))
 
@@ -257,11 +259,21 @@ def test_ten_thousand_tenants_in_a_few_round_trips(redis_client: redis.Redis, re
     client.ping()  # opens the connection (its handshake is not the scrape's)
     _CountingConnection.sends = 0
 
-    scraped = {family.name: family for family in collector.collect()}
+    scraped = collector.scrape()
 
     assert _CountingConnection.sends == 2 + tenants // 500  # registry, script load, one per chunk
-    limits = {s.labels["tenant"]: s.value for s in scraped["crmsync_quota_limit"].samples}
+    limits = dict(_samples(scraped.lines["crmsync_quota_limit"]))
     assert len(limits) == tenants
-    assert limits["t09999"] == 109_999
-    assert len(scraped["crmsync_tenant_paused"].samples) == tenants
+    assert limits['{tenant="t09999"}'] == 109_999
+    assert len(scraped.lines["crmsync_tenant_paused"]) == tenants
+    assert (scraped.tenants, scraped.errors, scraped.success) == (tenants, 0, 1)
     client.close()
+
+
+def _samples(lines: list[str]) -> list[tuple[str, float]]:
+    """``name{labels} value`` lines as (labels, value)."""
+    out = []
+    for line in lines:
+        head, value = line.rsplit(" ", 1)
+        out.append((head[head.index("{"):], float(value)))
+    return out

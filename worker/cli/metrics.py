@@ -1,4 +1,8 @@
-"""``crmsync metrics``: serve /metrics with the per-tenant gauges and the worker pool's metrics."""
+"""``crmsync metrics``: serve /metrics with the per-tenant gauges and the worker pool's metrics.
+
+``--shard I/N`` serves only the tenants of shard I of N (a stable hash of the tenant id, ``worker.metrics.reads``),
+for N instances that share the tenants between them; only shard 0 reports what is one per Redis (its eviction
+policy)."""
 
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-import redis
-
+from quota.connection import RedisClient, connect
 from worker.cli import Subcommands, add_command
 from worker.cli import main as crmsync
+from worker.errors import CommandError
 from worker.metrics.multiprocess import ENV
+from worker.metrics.reads import Shard
 from worker.metrics.server import DEFAULT_HOST, DEFAULT_PORT, build_registry, serve
 from worker.settings import multiproc_dir, redis_url
 
@@ -23,21 +28,32 @@ __all__ = ["main", "register"]
 _REDIS_TIMEOUT_S = 3.0
 
 
+def _shard(spec: str | None) -> Shard:
+    try:
+        return Shard() if spec is None else Shard.parse(spec)
+    except ValueError as exc:
+        raise CommandError(f"--shard: {exc}") from None
+
+
 def _cmd_metrics(args: argparse.Namespace) -> int:
-    client = None
+    shard = _shard(args.shard)
+    if args.shard is not None and args.no_tenants:
+        raise CommandError("--shard splits the tenant gauges: it cannot go with --no-tenants")
+    client: RedisClient | None = None
     if not args.no_tenants:
         # Timeouts and no retries, so a scrape while Redis hangs answers (with crmsync_tenant_scrape_success 0)
         # within Prometheus's default 10 s scrape timeout.
-        client = redis.Redis.from_url(redis_url(), socket_connect_timeout=_REDIS_TIMEOUT_S,
-                                      socket_timeout=_REDIS_TIMEOUT_S, retry=None)
+        client = connect(redis_url(), socket_connect_timeout=_REDIS_TIMEOUT_S, socket_timeout=_REDIS_TIMEOUT_S,
+                         retry=None)
     directory = args.multiproc_dir or multiproc_dir()
     if directory is not None:
         # The worker pool may start after us; its files appear here then (it empties the directory, never
         # removes it).
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    server = serve(build_registry(client, directory), args.host, args.port)
+    server = serve(build_registry(client, directory, shard=shard), args.host, args.port)
     worker_part = f"worker metrics from {directory}" if directory else f"no worker metrics ({ENV} unset)"
-    print(f"serving {server.url} (tenant gauges {'off' if client is None else 'on'}; {worker_part})", flush=True)
+    tenant_part = "off" if client is None else "on" if shard.count == 1 else f"on, shard {shard}"
+    print(f"serving {server.url} (tenant gauges {tenant_part}; {worker_part})", flush=True)
 
     stop = threading.Event()
 
@@ -64,6 +80,10 @@ def register(commands: Subcommands) -> None:
                          help=f"worker pool's metrics directory (default ${ENV}; unset: no worker metrics)")
     metrics.add_argument("--no-tenants", action="store_true",
                          help="leave out the per-tenant gauges (serve them from one instance per cluster)")
+    metrics.add_argument("--shard", metavar="I/N", default=None,
+                         help="serve only the tenants of shard I of N (0 <= I < N), by a stable hash of the tenant "
+                              "id, for N instances that share the tenants; only shard 0 reports Redis's eviction "
+                              "policy")
     metrics.set_defaults(handler=_cmd_metrics)
 
 

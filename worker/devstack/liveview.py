@@ -21,12 +21,14 @@ from rich.text import Text
 from quota.bucket import CreditBucket
 from quota.replies import text
 from worker import keys
-from worker.cli.status import tenant_rows
+from worker.cli.status import status_page
 from worker.notifications import Notification, recent
 
 __all__ = ["BurnRates", "Snapshot", "plain_lines", "render"]
 
 _BURN_WINDOW_S = 60.0
+#: Tenants the view shows: those with the highest share of their limit used (as ``crmsync status`` sorts them).
+LIVE_ROWS = 20
 
 
 @dataclass
@@ -55,16 +57,19 @@ class Snapshot:
     at: float
     tenants: list[dict[str, Any]]
     notifications: list[Notification]
+    more: int = 0  # tenants left out of the view
 
     @classmethod
-    def read(cls, client: redis.Redis, rates: BurnRates) -> Snapshot:
-        """Read the tenants' state, job counts and the latest notifications."""
+    def read(cls, client: redis.Redis, rates: BurnRates, rows_shown: int = LIVE_ROWS) -> Snapshot:
+        """Read the state and job counts of the ``rows_shown`` tenants with the highest share of their limit
+        used, and the latest notifications."""
         now = time.time()
-        rows = [row for row in tenant_rows(CreditBucket(client)) if "unreadable" not in row]
+        page = status_page(CreditBucket(client), limit=rows_shown)
+        rows = [row for row in page.rows if "unreadable" not in row]
         for row in rows:
             row["burn_per_minute"] = rates.update(row["tenant"], now, row["used"])
             row["jobs"] = _job_states(client, row["tenant"])
-        return cls(now, rows, recent(client, limit=6))
+        return cls(now, rows, recent(client, limit=6), page.hidden)
 
 
 def _job_states(client: redis.Redis, tenant: str) -> Counter[str]:
@@ -98,7 +103,8 @@ def _jobs_text(jobs: Counter[str]) -> str:
 
 def render(snapshot: Snapshot) -> Group:
     """The rich renderable for one snapshot."""
-    table = Table(title="crmsync: tenants", expand=True)
+    caption = f"{snapshot.more:,} more tenants: crmsync status --limit 0" if snapshot.more else None
+    table = Table(title="crmsync: tenants", caption=caption, expand=True)
     for column in ("tenant", "credits used", "used / limit", "window", "burn/min", "credits back in", "state",
                    "jobs"):
         table.add_column(column, no_wrap=column != "credits used")
@@ -117,10 +123,11 @@ def render(snapshot: Snapshot) -> Group:
 
 
 def plain_lines(snapshot: Snapshot) -> list[str]:
-    """One line per tenant, for logs and tests (no terminal)."""
+    """One line per tenant, for logs and tests (no terminal), and one saying how many more there are."""
+    more = [f"... {snapshot.more:,} more tenants (crmsync status --limit 0)"] if snapshot.more else []
     return [
         f"{row['tenant']}: used {row['used']:,}/{row['limit'] or 0:,} ({_window_text(row)}) "
         f"burn {row['burn_per_minute']:.1f}/min credits back in {_countdown(row['resets_at'], snapshot.at)} "
         f"{'PAUSED ' + _pause_text(row) if row['paused'] else 'running'} jobs {_jobs_text(row['jobs'])}"
         for row in snapshot.tenants
-    ]
+    ] + more

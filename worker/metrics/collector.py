@@ -4,12 +4,15 @@ Whichever process serves them, they say what Redis says: every tenant in the quo
 (``crmsync:tenants``) or the paused index (``crmsync:paused``, so a tenant without quota config whose jobs
 parked still shows), with its bucket (its window mode and reserve included), pause and parked jobs, the org
 usage Salesforce last reported and the org's Bulk API budgets as last read from ``/limits``
-(``crmsync:{T}:bulk``; absent until a job first reads them).
+(``crmsync:{T}:bulk``; absent until a job first reads them). With a ``Shard``, only the tenants of that shard.
 
-The reads are pipelined, a chunk of tenants per round trip (six commands each), so 10,000 tenants take
-about twenty round trips, not 60,000. The bucket is read through the metering script itself (a take of
-zero credits writes nothing), so the window and when credits next come back are computed exactly as a take
-computes them; its reply is decoded by ``quota.bucket.Reading``, the bucket's own reader.
+The reads are pipelined (``worker.metrics.reads``), a chunk of tenants per round trip: three commands per
+running tenant (the bucket, org usage, Bulk budgets), six per tenant in the paused index (its pause and both
+parked sets too). The bucket is read through the metering script itself (a take of zero credits writes
+nothing), so the window and when credits next come back are computed exactly as a take computes them; its
+reply is decoded by ``quota.reading.Reading``, the bucket's own reader. The samples are written straight as
+exposition lines (``TenantScrape.render``), not as prometheus-client sample objects: at 100,000 tenants
+(about 1.2 million samples) those cost more than reading Redis.
 
 Nothing in Redis can break a scrape: an invalid tenant id is skipped, a key of the wrong type or a value
 that is no number drops only the series it would have fed, and each tenant whose read failed in part is
@@ -26,25 +29,35 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, get_args
+from typing import Any, cast, get_args
 
 import redis
 import structlog
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from quota.bucket import Clock, meter_call
-from quota.reading import Reading, WindowMode
-from quota.replies import text
-from quota.scripts import METER
-from quota.validation import TENANT_PATTERN
+from quota.bucket import Clock
+from quota.reading import Reading, WindowMode, needed_window
+from quota.windows import DAILY_ENDS
 from worker import keys
 from worker.eviction import maxmemory_policy
 from worker.jobs.parking import PauseReason
+from worker.metrics.reads import (
+    Client,
+    Shard,
+    ensure_meter,
+    learn,
+    meter_command,
+    pipelined,
+    raw_replies,
+    registry,
+    settle,
+)
 from worker.salesforce.bulk_limits import BUDGETS
 
-__all__ = ["BULK_BUDGETS", "PAUSE_REASONS", "TENANT_GAUGES", "WINDOW_MODES", "RedisPolicyCollector", "TenantCollector"]
+__all__ = ["BULK_BUDGETS", "META_GAUGES", "PAUSE_REASONS", "TENANT_GAUGES", "WINDOW_MODES", "RedisPolicyCollector",
+           "TenantCollector", "TenantScrape"]
 
 log = structlog.get_logger("crmsync.metrics")
 
@@ -82,6 +95,15 @@ TENANT_GAUGES: dict[str, str] = {
                                                   "epoch seconds",
 }
 
+#: The scrape's own gauges (no labels): name -> help. Each metrics instance reports its own (its shard's).
+META_GAUGES: dict[str, str] = {
+    "crmsync_tenant_scrape_success": "1 if the per-tenant gauges were read from Redis in this scrape, else 0",
+    "crmsync_tenants": "Tenants reported by the per-tenant gauges (of this instance's shard, when sharded)",
+    "crmsync_tenant_scrape_errors": "Tenants whose state could not be read (in part) in this scrape, e.g. a key "
+                                    "of the wrong type",
+    "crmsync_tenant_scrape_duration_seconds": "Time taken to read the per-tenant gauges from Redis",
+}
+
 #: The label each family carries besides ``tenant``, if any.
 _SECOND_LABEL = {
     "crmsync_quota_window_info": "window",
@@ -90,228 +112,224 @@ _SECOND_LABEL = {
     "crmsync_bulk_budget_max": "budget",
 }
 
-_COMMANDS_PER_TENANT = 6
 _MAX_DIGITS = 18
+_REASONS = {reason.encode(): reason for reason in PAUSE_REASONS}
+_BULK_FIELDS = tuple((budget, f"{budget}_remaining".encode(), f"{budget}_max".encode()) for budget in BULK_BUDGETS)
+_ORG_FIELDS = ("used", "max")
 
 
 def _count(value: Any) -> int | None:
     """A non-negative whole number from a Redis reply, or ``None`` for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    if type(value) is int:
         return value if value >= 0 else None
-    raw = text(value)
-    digits = raw.strip() if raw is not None else ""
-    # ASCII only: str.isdigit() also accepts digits such as "²" that int() refuses; and short, as int()
-    # refuses strings of thousands of digits.
-    return int(digits) if len(digits) <= _MAX_DIGITS and digits.isascii() and digits.isdigit() else None
+    if isinstance(value, str):
+        value = value.encode()
+    if not isinstance(value, bytes):
+        return None
+    digits = value.strip()
+    # bytes.isdigit() is ASCII digits only (str.isdigit() also accepts "²", which int() refuses); and short, as
+    # int() refuses strings of thousands of digits.
+    return int(digits) if len(digits) <= _MAX_DIGITS and digits.isdigit() else None
 
 
 def _timestamp(value: Any) -> float | None:
     """Epoch seconds from a Redis reply (written as a float), or ``None`` for anything else."""
     try:
-        seconds = float(text(value) or "nan")
-    except ValueError:
+        seconds = float(value)
+    except (TypeError, ValueError):
         return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _raw_replies(client: redis.Redis) -> redis.Redis:
-    """``client``, or a twin on the same server that leaves replies as bytes.
-
-    A client that decodes replies raises mid-pipeline on a value that is not UTF-8, which would fail the
-    whole scrape; as bytes, such a value is only one unreadable field.
-    """
-    pool = client.connection_pool
-    if not pool.connection_kwargs.get("decode_responses"):
-        return client
-    kwargs = {**pool.connection_kwargs, "decode_responses": False}
-    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
-
-
 @dataclass
-class _Families:
-    """The families of one scrape, filled tenant by tenant."""
+class TenantScrape:
+    """One scrape's samples, as exposition lines (``name{labels} value``) per family, and its own gauges."""
 
-    gauges: dict[str, GaugeMetricFamily] = field(default_factory=lambda: {
-        name: GaugeMetricFamily(name, doc, labels=["tenant", _SECOND_LABEL[name]] if name in _SECOND_LABEL
-                                else ["tenant"])
-        for name, doc in TENANT_GAUGES.items()
-    })
+    lines: dict[str, list[str]] = field(default_factory=lambda: {name: [] for name in TENANT_GAUGES})
+    success: int = 1
+    tenants: int = 0
+    errors: int = 0
+    seconds: float = 0.0
 
-    def add(self, name: str, tenant: str, value: float, *second: str) -> None:
-        """Add a sample of ``name`` for ``tenant``; ``second`` is the value of its other label, if it has one."""
-        self.gauges[name].add_metric([tenant, *second], value)
+    def meta(self) -> dict[str, float]:
+        """The scrape's own gauges by name."""
+        return {"crmsync_tenant_scrape_success": self.success, "crmsync_tenants": self.tenants,
+                "crmsync_tenant_scrape_errors": self.errors, "crmsync_tenant_scrape_duration_seconds": self.seconds}
+
+    def render(self, header: Callable[[str], str], names: Iterable[str] | None = None) -> str:
+        """Every family (or those in ``names``) in the exposition format: ``header(name)`` gives its ``# HELP`` and
+        ``# TYPE`` lines in the format asked for; the sample lines are the same in both text formats."""
+        wanted = None if names is None else set(names)
+        parts: list[str] = []
+        for name, lines in self.lines.items():
+            if wanted is None or name in wanted:
+                parts.append(header(name))
+                parts.extend(lines)
+        for name, sample in self.meta().items():
+            if wanted is None or name in wanted:
+                parts.append(header(name))
+                parts.append(f"{name} {float(sample)!r}\n")
+        return "".join(parts)
+
+
+def family(name: str) -> GaugeMetricFamily:
+    """An empty family of ``name`` (a tenant gauge or a scrape gauge), with its help and labels."""
+    if name in TENANT_GAUGES:
+        labels = ["tenant", _SECOND_LABEL[name]] if name in _SECOND_LABEL else ["tenant"]
+        return GaugeMetricFamily(name, TENANT_GAUGES[name], labels=labels)
+    return GaugeMetricFamily(name, META_GAUGES[name])
 
 
 class TenantCollector:
-    """A prometheus-client collector of per-tenant gauges, read from Redis on every ``collect``.
+    """Per-tenant gauges, read from Redis on every ``scrape``.
 
     ``clock`` pins "now" for the window computation (tests); by default the Redis server's TIME decides,
-    as it does for every take. ``chunk`` tenants go in one pipelined round trip.
+    as it does for every take. ``chunk`` tenants go in one pipelined round trip. ``shard`` limits it to the
+    tenants of one shard.
     """
 
-    def __init__(self, client: redis.Redis, *, clock: Clock | None = None, chunk: int = 500) -> None:
-        self.redis = _raw_replies(client)
+    def __init__(self, client: Client, *, clock: Clock | None = None, chunk: int = 1000,
+                 shard: Shard | None = None) -> None:
+        self.redis = raw_replies(client)
         self.clock = clock
         self.chunk = max(1, chunk)
+        self.shard = shard or Shard()
         self._may_load = True  # until Redis refuses SCRIPT LOAD to this user
 
-    def describe(self) -> Iterable[Metric]:
-        """The families this collector reports, without reading Redis (registration calls this)."""
-        return [*_Families().gauges.values(), *self._meta(0, 0, 0, 0.0)]
-
-    def collect(self) -> Iterable[Metric]:
-        """Read every tenant from Redis and report its gauges; never raises for what Redis holds."""
+    def scrape(self) -> TenantScrape:
+        """Read every tenant (of the shard) from Redis; never raises for what Redis holds or for Redis failing."""
         started = time.perf_counter()
-        families = _Families()
-        tenants: list[str] = []
-        errors = 0
-        success = 1
+        result = TenantScrape()
         try:
-            tenants = self._tenants()
-            self._ensure_script()
-            for start in range(0, len(tenants), self.chunk):
-                errors += self._read_chunk(tenants[start:start + self.chunk], families)
+            tenants, paused = registry(self.redis)
+            if self.shard.count > 1:
+                tenants = sorted({t for t in (*tenants, *paused) if self.shard.holds(t)})
+            else:
+                tenants = sorted({*tenants, *paused})
+            self._may_load = ensure_meter(self.redis, may_load=self._may_load)
+            result.errors = self._read(tenants, paused, result)
+            result.tenants = len(tenants)
         except redis.RedisError as exc:
             # A partial cluster picture would read as tenants vanishing; report none and say the scrape failed.
             log.warning("tenant_metrics_unavailable", error=f"{type(exc).__name__}: {exc}")
-            families, tenants, success = _Families(), [], 0
-        yield from families.gauges.values()
-        yield from self._meta(success, len(tenants), errors, time.perf_counter() - started)
+            result = TenantScrape(success=0)
+        result.seconds = time.perf_counter() - started
+        return result
 
-    @staticmethod
-    def _meta(success: int, tenants: int, errors: int, seconds: float) -> Iterator[Metric]:
-        yield GaugeMetricFamily("crmsync_tenant_scrape_success",
-                                "1 if the per-tenant gauges were read from Redis in this scrape, else 0", success)
-        yield GaugeMetricFamily("crmsync_tenants", "Tenants reported by the per-tenant gauges", tenants)
-        yield GaugeMetricFamily("crmsync_tenant_scrape_errors",
-                                "Tenants whose state could not be read (in part) in this scrape, e.g. a key "
-                                "of the wrong type", errors)
-        yield GaugeMetricFamily("crmsync_tenant_scrape_duration_seconds",
-                                "Time taken to read the per-tenant gauges from Redis", seconds)
-
-    def _tenants(self) -> list[str]:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.smembers(keys.TENANTS)
-        pipe.smembers(keys.PAUSED)
-        replies = pipe.execute(raise_on_error=False)
-        members: set[str] = set()
-        for reply in replies:
-            if isinstance(reply, set | list):  # a key of the wrong type answers with an error: skip it
-                members.update(t for t in (text(m) for m in reply) if t and TENANT_PATTERN.fullmatch(t))
-        return sorted(members)
-
-    def _ensure_script(self) -> None:
-        """Make sure the pipelined EVALSHAs find the metering script (a pipeline cannot load it on a miss): load
-        it, or, as a user that may not (the ``metrics`` ACL user), check that a worker did. One round trip.
-
-        Raises ``NoScriptError`` when it is missing and cannot be loaded.
-        """
-        execute: Any = self.redis.execute_command
-        if self._may_load:
-            try:
-                execute("SCRIPT", "LOAD", METER.source)
-                return
-            except redis.exceptions.NoPermissionError:
-                # Asked once per process, not per scrape: Redis's ACL LOG records every refusal.
-                self._may_load = False
-        if not execute("SCRIPT", "EXISTS", METER.sha)[0]:
-            raise redis.exceptions.NoScriptError(
-                "the metering script is not loaded (Redis restarted or failed over) and this user may not load "
-                "it: a worker loads it at start and on its first take")
-
-    def _read_chunk(self, tenants: Sequence[str], families: _Families) -> int:
+    def _read(self, tenants: list[str], paused: set[str], out: TenantScrape) -> int:
         now = "" if self.clock is None else str(int(self.clock()))
-        pipe = self.redis.pipeline(transaction=False)
-        execute: Any = pipe.execute_command
-        for tenant in tenants:
-            execute(*METER.command(*meter_call(tenant, 0, now)))
-            pipe.hgetall(keys.pause(tenant))
-            pipe.zcard(keys.parked(tenant))
-            pipe.zcard(keys.parked_essential(tenant))
-            pipe.hmget(keys.org_usage(tenant), ["used", "max"])
-            pipe.hgetall(keys.bulk_budget(tenant))
-        replies = pipe.execute(raise_on_error=False)
-        errors = 0
-        for i, tenant in enumerate(tenants):
-            meter, pause, parked, essential, org, bulk = replies[i * _COMMANDS_PER_TENANT:
-                                                                 (i + 1) * _COMMANDS_PER_TENANT]
-            failed = [self._quota(tenant, meter, families), self._pause(tenant, pause, families),
-                      self._parked(tenant, (parked, essential), families), self._org(tenant, org, families),
-                      self._bulk(tenant, bulk, families)]
-            errors += int(any(failed))
-        return errors
+        org_fields = list(_ORG_FIELDS)
 
-    @staticmethod
-    def _quota(tenant: str, reply: Any, families: _Families) -> bool:
-        """Add the bucket's gauges; return whether the read failed."""
-        reading = Reading.parse(reply)
-        if reading is None:
-            return True  # e.g. WRONGTYPE inside the script: the config key is no hash
-        families.add("crmsync_quota_used", tenant, reading.used)
-        families.add("crmsync_quota_remaining", tenant, reading.remaining)
-        if reading.valid:  # unset and invalid limits grant nothing and have no reset
-            families.add("crmsync_quota_limit", tenant, reading.limit)
-            families.add("crmsync_quota_reset_timestamp_seconds", tenant, reading.resets_at)
-            families.add("crmsync_quota_reserve", tenant, reading.reserve)
-            families.add("crmsync_quota_window_info", tenant, 1, reading.mode)
+        def commands(tenant: str) -> list[tuple[Any, ...]]:
+            queued = [meter_command(tenant, now), ("HMGET", keys.org_usage(tenant), *org_fields),
+                      ("HGETALL", keys.bulk_budget(tenant))]
+            if tenant in paused:
+                queued += [("HGETALL", keys.pause(tenant)), ("ZCARD", keys.parked(tenant)),
+                           ("ZCARD", keys.parked_essential(tenant))]
+            return queued
+
+        lines = out.lines
+        failures: dict[str, bool] = {}
+        pending: list[tuple[str, int]] = []
+        for tenant, replies in pipelined(self.redis, tenants, commands, self.chunk):
+            label = f'{{tenant="{tenant}"'  # ids match TENANT_PATTERN: nothing to escape
+            end = needed_window(replies[0])
+            if end is None:
+                failed = _quota(tenant, replies[0], lines)
+            else:  # its daily counter is not the one declared: read again below, declaring the right one
+                DAILY_ENDS.learn(tenant, end)
+                pending.append((tenant, end))
+                failed = False
+            failed |= _org(label, replies[1], lines)
+            failed |= _bulk(label, replies[2], lines)
+            if len(replies) == 3:
+                lines["crmsync_tenant_paused"].append(f'crmsync_tenant_paused{label},reason=""}} 0\n')
+                lines["crmsync_parked_jobs"].append(f"crmsync_parked_jobs{label}}} 0\n")
+            else:
+                failed |= _pause(label, replies[3], lines)
+                failed |= _parked(label, replies[4], replies[5], lines)
+            failures[tenant] = failed
+        for tenant, reply in settle(self.redis, pending, now, self.chunk):
+            failures[tenant] |= _quota(tenant, reply, lines)
+        return sum(failures.values())
+
+
+def _quota(tenant: str, reply: Any, lines: dict[str, list[str]]) -> bool:
+    """Add the bucket's gauges; return whether the read failed."""
+    reading = Reading.parse(reply)
+    if reading is None:
+        return True  # e.g. WRONGTYPE inside the script: the config key is no hash
+    learn(tenant, reading)
+    label = f'{{tenant="{tenant}"'
+    lines["crmsync_quota_used"].append(f"crmsync_quota_used{label}}} {reading.used}\n")
+    lines["crmsync_quota_remaining"].append(f"crmsync_quota_remaining{label}}} {reading.remaining}\n")
+    if reading.valid:  # unset and invalid limits grant nothing and have no reset
+        lines["crmsync_quota_limit"].append(f"crmsync_quota_limit{label}}} {reading.limit}\n")
+        lines["crmsync_quota_reset_timestamp_seconds"].append(
+            f"crmsync_quota_reset_timestamp_seconds{label}}} {reading.resets_at}\n")
+        lines["crmsync_quota_reserve"].append(f"crmsync_quota_reserve{label}}} {reading.reserve}\n")
+        lines["crmsync_quota_window_info"].append(f'crmsync_quota_window_info{label},window="{reading.mode}"}} 1\n')
+    return False
+
+
+def _pause(label: str, reply: Any, lines: dict[str, list[str]]) -> bool:
+    if not isinstance(reply, dict):
+        return True
+    if not reply:
+        lines["crmsync_tenant_paused"].append(f'crmsync_tenant_paused{label},reason=""}} 0\n')
         return False
+    reason = _REASONS.get(reply.get(b"reason", b""), "other")
+    lines["crmsync_tenant_paused"].append(f'crmsync_tenant_paused{label},reason="{reason}"}} 1\n')
+    return False
 
-    @staticmethod
-    def _pause(tenant: str, reply: Any, families: _Families) -> bool:
-        if not isinstance(reply, dict):
-            return True
-        if not reply:
-            families.add("crmsync_tenant_paused", tenant, 0, "")
-            return False
-        data = {text(k): text(v) for k, v in reply.items()}
-        reason = data.get("reason") or ""
-        families.add("crmsync_tenant_paused", tenant, 1, reason if reason in PAUSE_REASONS else "other")
-        return False
 
-    @staticmethod
-    def _parked(tenant: str, replies: tuple[Any, Any], families: _Families) -> bool:
-        """Add the parked jobs, essential and normal ones together."""
-        normal, essential = (_count(reply) for reply in replies)
-        if normal is None or essential is None:
-            return True
-        families.add("crmsync_parked_jobs", tenant, normal + essential)
-        return False
+def _parked(label: str, normal: Any, essential: Any, lines: dict[str, list[str]]) -> bool:
+    """Add the parked jobs, essential and normal ones together."""
+    counts = _count(normal), _count(essential)
+    if counts[0] is None or counts[1] is None:
+        return True
+    lines["crmsync_parked_jobs"].append(f"crmsync_parked_jobs{label}}} {counts[0] + counts[1]}\n")
+    return False
 
-    @staticmethod
-    def _org(tenant: str, reply: Any, families: _Families) -> bool:
-        if not isinstance(reply, list) or len(reply) != 2:
-            return True
-        if reply == [None, None]:
-            return False  # Salesforce has not reported usage for this tenant yet
-        used, maximum = _count(reply[0]), _count(reply[1])
-        if used is None or maximum is None:
-            return True
-        families.add("crmsync_org_api_usage", tenant, used)
-        families.add("crmsync_org_api_max", tenant, maximum)
-        return False
 
-    @staticmethod
-    def _bulk(tenant: str, reply: Any, families: _Families) -> bool:
-        """Add the Bulk budget gauges, each field on its own: a value that is no number drops only its series."""
-        if not isinstance(reply, dict):
-            return True
-        data = {text(k): v for k, v in reply.items()}
-        failed = False
-        for budget in BULK_BUDGETS:
-            for suffix, family in (("remaining", "crmsync_bulk_budget_remaining"), ("max", "crmsync_bulk_budget_max")):
-                raw = data.get(f"{budget}_{suffix}")
-                count = _count(raw)
-                if count is not None:
-                    families.add(family, tenant, count, budget)
-                failed = failed or (raw is not None and count is None)
-        if "at" in data:
-            at = _timestamp(data["at"])
-            if at is not None:
-                families.add("crmsync_bulk_budget_read_timestamp_seconds", tenant, at)
-            failed = failed or at is None
-        return failed
+def _org(label: str, reply: Any, lines: dict[str, list[str]]) -> bool:
+    if not isinstance(reply, list) or len(reply) != 2:
+        return True
+    if reply == [None, None]:
+        return False  # Salesforce has not reported usage for this tenant yet
+    used, maximum = _count(reply[0]), _count(reply[1])
+    if used is None or maximum is None:
+        return True
+    lines["crmsync_org_api_usage"].append(f"crmsync_org_api_usage{label}}} {used}\n")
+    lines["crmsync_org_api_max"].append(f"crmsync_org_api_max{label}}} {maximum}\n")
+    return False
+
+
+def _bulk(label: str, reply: Any, lines: dict[str, list[str]]) -> bool:
+    """Add the Bulk budget gauges, each field on its own: a value that is no number drops only its series."""
+    if not isinstance(reply, dict):
+        return True
+    if not reply:
+        return False  # not read yet
+    failed = False
+    for budget, remaining_field, max_field in _BULK_FIELDS:
+        for raw, name in ((reply.get(remaining_field), "crmsync_bulk_budget_remaining"),
+                          (reply.get(max_field), "crmsync_bulk_budget_max")):
+            if raw is None:
+                continue
+            count = _count(raw)
+            if count is None:
+                failed = True
+            else:
+                lines[name].append(f'{name}{label},budget="{budget}"}} {count}\n')
+    if b"at" in reply:
+        at = _timestamp(reply[b"at"])
+        if at is None:
+            failed = True
+        else:
+            lines["crmsync_bulk_budget_read_timestamp_seconds"].append(
+                f"crmsync_bulk_budget_read_timestamp_seconds{label}}} {at!r}\n")
+    return failed
 
 
 class RedisPolicyCollector:
@@ -323,7 +341,7 @@ class RedisPolicyCollector:
     HELP = ("Redis's maxmemory-policy as the policy label, value 1: any policy but noeviction may evict credit "
             "windows, and an evicted window is a full bucket")
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.redis = client
 
     def describe(self) -> Iterable[Metric]:
@@ -334,7 +352,7 @@ class RedisPolicyCollector:
         """Read the policy from Redis and report it; never raises."""
         family = GaugeMetricFamily(self.NAME, self.HELP, labels=["policy"])
         try:
-            policy = maxmemory_policy(self.redis)
+            policy = maxmemory_policy(cast(redis.Redis, self.redis))  # a cluster answers INFO from one node
         except redis.ResponseError as exc:  # e.g. INFO refused to this user; an unreachable Redis is logged apart
             log.warning("redis_policy_unreadable", error=f"{type(exc).__name__}: {exc}")
             policy = None

@@ -1,0 +1,228 @@
+"""Many tenants' state read in few round trips, for the metrics collector and ``crmsync status``.
+
+Works alike on one Redis and on a Redis Cluster: every command names one tenant's keys only (they share the
+tenant's ``{T}`` hash tag, so its slot), pipelines are never transactions (redis-py's cluster pipeline sends each
+node its own commands), and the only cross-tenant keys read are the registry and the paused index, each one key.
+
+A tenant's pause and parked jobs are read only when it is in the paused index (``crmsync:paused``): every
+pause and every park adds the tenant to the index first, and it leaves the index only once it is running with
+nothing parked, so a tenant outside the index runs with nothing parked. That saves three of six commands for
+each running tenant.
+
+``Shard`` splits the tenants between several metrics instances by a stable hash of the tenant id.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from redis.cluster import ClusterNode
+
+from quota.bucket import meter_call
+from quota.reading import Reading, needed_window
+from quota.replies import text
+from quota.scripts import METER
+from quota.validation import TENANT_PATTERN
+from quota.windows import DAILY_ENDS
+from worker import keys
+
+__all__ = [
+    "Client", "Shard", "ensure_meter", "learn", "meter_command", "meters", "pipelined", "raw_replies", "registry",
+    "settle",
+]
+
+#: One Redis or a Redis Cluster (``quota.connection.connect`` returns either).
+Client = redis.Redis | redis.RedisCluster
+
+#: A command as a tuple of its words, for ``execute_command``.
+Command = tuple[Any, ...]
+
+# Reads of a daily tenant's bucket: the first declares the counter this process believes open; a wrong guess
+# is answered with the right one, a second miss needs the window to end in between, a third a reset time
+# changed meanwhile (as ``quota.bucket`` retries a take).
+_KEY_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``: the tenants whose id hashes (CRC-32 of its UTF-8) to ``index`` modulo
+    ``count``. The hash depends on the id only, so each tenant is in exactly one shard of any ``count``, whichever
+    process asks and whatever else is in Redis."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: want I/N with 0 <= I < N")
+
+    @classmethod
+    def parse(cls, spec: str) -> Shard:
+        """``"I/N"`` (``0/4`` to ``3/4``); ``ValueError`` saying what is wrong otherwise."""
+        index, slash, count = spec.partition("/")
+        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+            raise ValueError(f"shard {spec!r}: want I/N with 0 <= I < N, e.g. 0/4")
+        return cls(int(index), int(count))
+
+    @property
+    def first(self) -> bool:
+        """Whether this is shard 0, which alone reports what is not per tenant (one series per Redis)."""
+        return self.index == 0
+
+    def holds(self, tenant: str) -> bool:
+        """Whether ``tenant`` belongs to this shard."""
+        return self.count == 1 or zlib.crc32(tenant.encode()) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def raw_replies(client: Client) -> Client:
+    """``client``, or a twin on the same server(s) that leaves replies as bytes.
+
+    A client that decodes replies raises mid-pipeline on a value that is not UTF-8, which would fail a whole
+    read; as bytes, such a value is only one unreadable field.
+    """
+    if isinstance(client, redis.RedisCluster):
+        kwargs = dict(client.get_connection_kwargs())  # type: ignore[no-untyped-call]  # untyped in redis-py
+        if not kwargs.get("decode_responses"):
+            return client
+        kwargs["decode_responses"] = False
+        for per_node in ("host", "port", "connection_pool", "connection_class"):
+            kwargs.pop(per_node, None)
+        seeds = [ClusterNode(node.host, node.port) for node in client.get_nodes()]  # type: ignore[no-untyped-call]
+        return redis.RedisCluster(startup_nodes=seeds, **kwargs)
+    pool = client.connection_pool
+    if not pool.connection_kwargs.get("decode_responses"):
+        return client
+    kwargs = {**pool.connection_kwargs, "decode_responses": False}
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+
+
+def _members(reply: Any) -> list[str]:
+    if not isinstance(reply, set | list):  # a key of the wrong type answers with an error: nothing in it
+        return []
+    return [t for t in (text(m) for m in reply) if t and TENANT_PATTERN.fullmatch(t)]
+
+
+def registry(client: Client) -> tuple[list[str], set[str]]:
+    """The tenant registry (``crmsync:tenants``), sorted, and the paused index (``crmsync:paused``); a member
+    that is no valid tenant id (written by hand) is left out, a key of the wrong type reads as empty. One round
+    trip on one Redis (two keys, possibly on two nodes of a cluster). Raises ``RedisError`` if Redis fails."""
+    pipe = client.pipeline(transaction=False)
+    pipe.smembers(keys.TENANTS)
+    pipe.smembers(keys.PAUSED)
+    tenants, paused = pipe.execute(raise_on_error=False)
+    for reply in (tenants, paused):
+        if isinstance(reply, redis.ConnectionError | redis.TimeoutError):
+            raise reply
+    return sorted(set(_members(tenants))), set(_members(paused))
+
+
+def pipelined(client: Client, tenants: Sequence[str], commands: Callable[[str], Sequence[Command]],
+              chunk: int = 1000) -> Iterator[tuple[str, list[Any]]]:
+    """Each tenant with the replies to its ``commands(tenant)``, ``chunk`` tenants per pipelined round trip.
+
+    A command Redis refuses (a key of the wrong type) answers with its ``ResponseError`` in place of a reply;
+    Redis itself failing (unreachable, a timeout) raises.
+    """
+    for start in range(0, len(tenants), max(1, chunk)):
+        part = tenants[start:start + max(1, chunk)]
+        pipe = client.pipeline(transaction=False)
+        execute: Any = pipe.execute_command
+        counts = []
+        for tenant in part:
+            queued = commands(tenant)
+            counts.append(len(queued))
+            for command in queued:
+                execute(*command)
+        replies = pipe.execute(raise_on_error=False)
+        at = 0
+        for tenant, count in zip(part, counts, strict=True):
+            yield tenant, replies[at:at + count]
+            at += count
+
+
+def meter_command(tenant: str, now: str, counter_end: int | None = None) -> Command:
+    """The metering script's read of ``tenant`` (a take of zero credits, which writes nothing), declaring the
+    daily counter ending at ``counter_end`` (by default the one this process last saw open)."""
+    return METER.command(*meter_call(tenant, 0, now, counter_end=counter_end))
+
+
+def learn(tenant: str, reading: Reading) -> None:
+    """Remember a daily tenant's open window, so the next read declares its counter right the first time."""
+    if reading.mode == "daily" and reading.valid:
+        DAILY_ENDS.learn(tenant, reading.window)
+
+
+def _declaring(ends: dict[str, int], now: str) -> Callable[[str], Sequence[Command]]:
+    """Commands for ``pipelined``: each tenant's meter read declaring the counter ending at ``ends[tenant]``."""
+    return lambda tenant: (meter_command(tenant, now, ends[tenant]),)
+
+
+def settle(client: Client, pending: Sequence[tuple[str, int]], now: str,
+           chunk: int = 1000) -> Iterator[tuple[str, Any]]:
+    """The meter replies of tenants whose first reply asked for another daily counter (``needed_window``):
+    each asked again declaring it, pipelined, until it answers (a window that ends in between asks once more)."""
+    for _ in range(_KEY_ATTEMPTS):
+        if not pending:
+            return
+        ends = dict(pending)
+        retry: list[tuple[str, int]] = []
+        for tenant, (reply,) in pipelined(client, list(ends), _declaring(ends, now), chunk):
+            end = needed_window(reply)
+            if end is None:
+                yield tenant, reply
+            else:
+                DAILY_ENDS.learn(tenant, end)
+                retry.append((tenant, end))
+        pending = retry
+    for tenant, _ in pending:
+        yield tenant, redis.ResponseError("the daily window moved on every read of it")
+
+
+def meters(client: Client, tenants: Sequence[str], now: str, chunk: int = 1000) -> list[tuple[str, Any]]:
+    """Each tenant's meter script reply, in the order of ``tenants`` (decode it with ``Reading.parse``; an error
+    or anything else is no reading). ``now`` is epoch seconds or ``""`` for the server's clock."""
+    replies: dict[str, Any] = {}
+    pending: list[tuple[str, int]] = []
+    for tenant, (reply,) in pipelined(client, tenants, lambda t: (meter_command(t, now),), chunk):
+        end = needed_window(reply)
+        if end is None:
+            replies[tenant] = reply
+        else:
+            DAILY_ENDS.learn(tenant, end)
+            pending.append((tenant, end))
+    replies.update(settle(client, pending, now, chunk))
+    for tenant, reply in replies.items():
+        reading = Reading.parse(reply)
+        if reading is not None:
+            learn(tenant, reading)
+    return [(tenant, replies[tenant]) for tenant in tenants]
+
+
+def ensure_meter(client: Client, *, may_load: bool = True) -> bool:
+    """Make sure pipelined EVALSHAs find the metering script (a pipeline cannot load it on a miss): load it, or,
+    as a user that may not (the ``metrics`` ACL user), check that a worker did. One round trip (on a cluster,
+    one per node). Returns whether this user may load it (``False`` once Redis refused: pass that next time,
+    as Redis's ACL LOG records every refusal).
+
+    Raises ``NoScriptError`` when it is missing and cannot be loaded.
+    """
+    execute: Any = client.execute_command
+    if may_load:
+        try:
+            execute("SCRIPT", "LOAD", METER.source)
+            return True
+        except redis.exceptions.NoPermissionError:
+            may_load = False
+    exists = execute("SCRIPT", "EXISTS", METER.sha)
+    if not (exists[0] if isinstance(exists, list) else exists):
+        raise redis.exceptions.NoScriptError(
+            "the metering script is not loaded (Redis restarted or failed over) and this user may not load "
+            "it: a worker loads it at start and on its first take")
+    return may_load
