@@ -18,6 +18,9 @@ from quota.errors import (
     QuotaError,
     QuotaExhausted,
     QuotaUnavailable,
+    RedisConfigError,
+    RedisTopologyError,
+    RedisUrlError,
 )
 from quota.validation import MAX_LIMIT, MIN_LIMIT
 
@@ -38,6 +41,9 @@ __all__ = [
     "QuotaError",
     "QuotaExhausted",
     "QuotaUnavailable",
+    "RedisConfigError",
+    "RedisTopologyError",
+    "RedisUrlError",
     "Status",
     "WindowMode",
 ]

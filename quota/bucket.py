@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
@@ -10,9 +11,10 @@ from typing import Any, Literal, Protocol, cast
 import redis
 
 from quota import keys
-from quota.direct import DirectConnections
+from quota.connection import RedisClient, connect
+from quota.direct import ClusterConnections, DirectConnections
 from quota.errors import InvalidInput, InvalidReserve, InvalidResetTime, InvalidWindow, QuotaUnavailable
-from quota.reading import REASONS, Reading, WindowMode
+from quota.reading import REASONS, Reading, WindowMode, needed_window
 from quota.replies import text
 from quota.scripts import CONFIGURE, METER
 from quota.validation import (
@@ -23,6 +25,7 @@ from quota.validation import (
     parse_window,
     validate_tenant,
 )
+from quota.windows import DAILY_ENDS
 
 __all__ = ["AuditEntry", "Clock", "CreditBucket", "Grant", "LimitState", "Status", "WindowMode", "meter_call"]
 
@@ -128,15 +131,26 @@ def _invalid_because(tenant: str, reason: int, raw: dict[str, str | None], windo
             "ends, a rolling one must be corrected or deleted by an admin who knows what was spent")
 
 
+# A daily-mode call declares the counter it believes open; a wrong guess costs a retry, a second one only when
+# the window ended between the two calls, and a third could only follow a reset time changed meanwhile.
+_KEY_ATTEMPTS = 4
+
+
 def meter_call(tenant: str, delta: int, now: str, window_end: int | None = None, *,
-               grace: int = 0, essential: bool = False) -> tuple[list[str], list[Any]]:
+               grace: int = 0, essential: bool = False, counter_end: int | None = None,
+               mode: WindowMode | None = None) -> tuple[list[str], list[Any]]:
     """The meter script's KEYS and ARGV for ``tenant``, in the order ``scripts/meter.lua`` declares them.
 
     ``now`` is epoch seconds or ``""`` for the server's clock; ``delta`` 0 only reads (the script writes only
     on takes and refunds, so ``grace`` does not matter then); ``essential`` takes may use the reserve.
+    ``counter_end`` is the end of the daily window whose counter is declared: by default this process's guess
+    (``quota.windows.DAILY_ENDS``). A reply ``{-1, END}`` (``quota.reading.needed_window``) asks for the call
+    again with ``counter_end=END``. ``mode``: refunds only, the window mode of the take (none back in the other).
     """
-    return ([keys.config(tenant), keys.window_prefix(tenant), keys.rolling_window(tenant)],
-            [delta, now, "" if window_end is None else window_end, grace, "1" if essential else ""])
+    if counter_end is None:
+        counter_end = DAILY_ENDS.guess(tenant, float(now) if now else time.time())
+    return ([keys.config(tenant), keys.daily_counter(tenant, counter_end), keys.rolling_window(tenant)],
+            [delta, now, "" if window_end is None else window_end, grace, "1" if essential else "", mode or ""])
 
 
 def _utc(epoch: float) -> datetime:
@@ -154,25 +168,29 @@ class CreditBucket:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
         clock: Clock | None = None,
         grace_seconds: int = 3600,
         max_audit: int = 1000,
     ) -> None:
-        self.redis = client
-        self._direct = DirectConnections(client.connection_pool)
+        # Typed as a redis.Redis for its users: a RedisCluster serves the same one-slot commands.
+        self.redis: redis.Redis = cast(redis.Redis, client)
+        self._direct: DirectConnections | ClusterConnections = (
+            ClusterConnections(client) if isinstance(client, redis.RedisCluster)
+            else DirectConnections(client.connection_pool))
         self._clock = clock
         self._grace = grace_seconds
         self._max_audit = max_audit
 
     @classmethod
     def from_url(cls, url: str, *, clock: Clock | None = None, **redis_options: Any) -> CreditBucket:
-        """Connect to Redis at ``url`` (``redis://`` or ``rediss://``, ACL user and password in the URL).
+        """Connect to Redis at ``url``: one node (``redis://``, ``rediss://``, ``unix://``) or a Redis Cluster
+        (``redis+cluster://``, ``rediss+cluster://``), ACL user and password in the URL (``quota.connection``).
 
-        ``redis_options`` go to ``redis.Redis.from_url`` (timeouts, for example).
+        ``redis_options`` go to the client (timeouts, for example).
         """
-        return cls(redis.Redis.from_url(url, **redis_options), clock=clock)
+        return cls(connect(url, **redis_options), clock=clock)
 
     def close(self) -> None:
         """Close the bucket's own connections (the client's pool is the caller's to close)."""
@@ -181,16 +199,26 @@ class CreditBucket:
     def _now_arg(self) -> str:
         return "" if self._clock is None else str(int(self._clock()))
 
-    def _meter(self, tenant: str, delta: int, window_end: int | None = None, essential: bool = False) -> Reading:
+    def _meter(self, tenant: str, delta: int, window_end: int | None = None, essential: bool = False,
+               mode: WindowMode | None = None) -> Reading:
         validate_tenant(tenant)
+        now, counter_end = self._now_arg(), None
         try:
-            reply = METER(self._direct.execute, *meter_call(tenant, delta, self._now_arg(), window_end,
-                                                            grace=self._grace, essential=essential))
+            for _ in range(_KEY_ATTEMPTS):
+                reply = METER(self._direct.execute, *meter_call(tenant, delta, now, window_end, grace=self._grace,
+                                                                essential=essential, counter_end=counter_end,
+                                                                mode=mode))
+                counter_end = needed_window(reply)
+                if counter_end is None:
+                    break
+                DAILY_ENDS.learn(tenant, counter_end)
         except redis.RedisError as exc:
             raise QuotaUnavailable(f"credit bucket unavailable: {exc.__class__.__name__}: {exc}") from exc
         reading = Reading.parse(reply)
         if reading is None:
             raise QuotaUnavailable(f"credit bucket unavailable: unexpected meter reply {reply!r}")
+        if reading.mode == "daily":
+            DAILY_ENDS.learn(tenant, reading.window)
         return reading
 
     @staticmethod
@@ -222,7 +250,9 @@ class CreditBucket:
             if count == 0:
                 validate_tenant(tenant)
                 return 0
-        return self._meter(tenant, -count, grant.window_end if grant is not None else None).outcome
+        if grant is None:
+            return self._meter(tenant, -count).outcome
+        return self._meter(tenant, -count, grant.window_end, mode=grant.window).outcome
 
     def status(self, tenant: str) -> Status:
         """Read the tenant's bucket without changing it. An invalid tenant's status says why it is invalid."""
@@ -271,13 +301,23 @@ class CreditBucket:
     def _configure(self, tenant: str, fields: dict[str, str], *, actor: str) -> Status:
         if not actor or not isinstance(actor, str):
             raise InvalidInput("actor must name who makes the change")
-        args: list[Any] = [actor, self._now_arg(), self._max_audit, self._grace]
+        now = self._now_arg()
+        args: list[Any] = [actor, now, self._max_audit, self._grace]
         for field, value in fields.items():
             args += [field, value]
+        old_end = new_end = DAILY_ENDS.guess(tenant, float(now) if now else time.time())
         try:
-            _changed, refused = CONFIGURE(self.redis.execute_command, [
-                keys.config(tenant), keys.audit(tenant), keys.window_prefix(tenant), keys.rolling_window(tenant),
-            ], args)
+            for _ in range(_KEY_ATTEMPTS):
+                reply = CONFIGURE(self.redis.execute_command, [
+                    keys.config(tenant), keys.audit(tenant), keys.daily_counter(tenant, old_end),
+                    keys.rolling_window(tenant), keys.daily_counter(tenant, new_end),
+                ], args)
+                if not (isinstance(reply, list) and len(reply) == 3 and reply[0] == -1):
+                    break
+                # The counters the change needs (0: none): declared on the next call.
+                old_end, new_end = reply[1] or old_end, reply[2] or new_end
+            _changed, refused = reply
+            DAILY_ENDS.forget(tenant)  # the reset time may have moved the open window's end
             if refused:
                 stored = text(self.redis.hget(keys.config(tenant), REASONS[refused]))
             else:

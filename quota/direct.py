@@ -20,8 +20,11 @@ import weakref
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 
-__all__ = ["DirectConnections"]
+__all__ = ["ClusterConnections", "DirectConnections"]
+
+_REDIRECTS = 3  # MOVED/ASK answers followed for one command (each means the command did not run)
 
 
 class DirectConnections:
@@ -81,3 +84,75 @@ def _stale(local: threading.local, sock: Any) -> bool:
         local.poller.register(sock, select.POLLIN)
         local.polled = sock
     return bool(local.poller.poll(0))
+
+
+class ClusterConnections:
+    """The same per-thread connections for a Redis Cluster: one per thread and node, each command sent to the
+    master serving the slot of its first key (``EVALSHA sha numkeys key...``); a command without keys
+    (``SCRIPT LOAD`` after a ``NOSCRIPT``) goes to the node this thread used last, the one that lacked it.
+
+    A ``MOVED`` or ``ASK`` answer (the slot moved, or a failover: the command did not run) is followed, at most
+    a few times. A connection error is not retried (the command may have run) but makes the next command
+    refresh the slot map first, so once a replica has taken over, the next take reaches it.
+    """
+
+    def __init__(self, client: redis.RedisCluster) -> None:
+        self._client = client
+        self._nodes: dict[str, DirectConnections] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._stale_map = False
+
+    def execute(self, *args: Any) -> Any:
+        """Send one command to the master serving its first key's slot (see the class) and return its reply."""
+        manager = self._client.nodes_manager
+        if self._stale_map:
+            self._refresh()
+        if str(args[0]).upper() == "EVALSHA" and int(args[2]) > 0:
+            key = self._client.encoder.encode(args[3])  # type: ignore[no-untyped-call]  # untyped in redis-py
+            node = manager.get_node_from_slot(key_slot(key))
+        else:
+            node = getattr(self._local, "node", None) or self._client.get_default_node()  # type: ignore[no-untyped-call]
+        asking = False
+        for _ in range(_REDIRECTS):
+            self._local.node = node
+            direct = self._direct(node)
+            try:
+                if asking:
+                    direct.execute("ASKING")
+                return direct.execute(*args)
+            except redis.exceptions.MovedError as moved:  # a subclass of AskError: test it first
+                manager.move_slot(moved)
+                node, asking = manager.get_node_from_slot(moved.slot_id), False
+            except redis.exceptions.AskError as ask:
+                node = manager.get_node(host=ask.host, port=ask.port) or node
+                asking = True
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError):
+                self._stale_map = True
+                raise
+        raise redis.exceptions.ClusterError(f"more than {_REDIRECTS} redirections for {args[0]!r}")
+
+    def close(self) -> None:
+        """Close every connection opened here, to every node."""
+        with self._lock:
+            nodes = list(self._nodes.values())
+        for direct in nodes:
+            direct.close()
+
+    def _direct(self, node: Any) -> DirectConnections:
+        direct = self._nodes.get(node.name)
+        if direct is None:
+            with self._lock:
+                direct = self._nodes.get(node.name)
+                if direct is None:
+                    if node.redis_connection is None:
+                        self._client.nodes_manager.create_redis_connections([node])  # type: ignore[no-untyped-call]
+                    direct = self._nodes[node.name] = DirectConnections(node.redis_connection.connection_pool)
+        return direct
+
+    def _refresh(self) -> None:
+        try:
+            self._client.nodes_manager.initialize()
+        except redis.exceptions.RedisClusterException as exc:  # no node answered: not a RedisError of its own
+            raise redis.ConnectionError(f"Redis Cluster unreachable: {exc}") from None
+        self._stale_map = False

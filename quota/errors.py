@@ -8,7 +8,12 @@
      │    ├── InvalidTenant              tenant id outside the allowed character set
      │    ├── InvalidResetTime           not HH:MM between 00:00 and 23:59
      │    ├── InvalidWindow              a window mode other than ``daily`` or ``rolling``
-     │    └── InvalidReserve             not a whole number from 0 to below the limit
+     │    ├── InvalidReserve             not a whole number from 0 to below the limit
+     │    └── RedisConfigError           ``REDIS_URL`` names a Redis that cannot be used as named
+     │         ├── RedisUrlError         not a ``redis://``, ``rediss://``, ``unix://`` or ``redis[s]+cluster://``
+     │         │                         URL crmsync can use
+     │         └── RedisTopologyError    a cluster URL on a node not in cluster mode, a single-node URL on a
+     │                                   cluster node, or a cluster with slots unserved or a state not ``ok``
      ├── QuotaExhausted                  the bucket cannot pay for a request; carries ``resets_at`` and
      │                                   whether only the reserve (kept for essential work) is left
      └── QuotaUnavailable                Redis could not be reached: no credit is granted (fail closed)
@@ -28,6 +33,9 @@ __all__ = [
     "QuotaError",
     "QuotaExhausted",
     "QuotaUnavailable",
+    "RedisConfigError",
+    "RedisTopologyError",
+    "RedisUrlError",
 ]
 
 
@@ -57,6 +65,20 @@ class InvalidWindow(InvalidInput):
 
 class InvalidReserve(InvalidInput):
     """A reserve that is not a whole number from 0 to below the tenant's limit."""
+
+
+class RedisConfigError(InvalidInput):
+    """``REDIS_URL`` names a Redis that crmsync cannot use as named: refused at start (exit 2), never run
+    without metering. The message redacts the URL's password."""
+
+
+class RedisUrlError(RedisConfigError):
+    """``REDIS_URL`` is not a URL of a form crmsync can use."""
+
+
+class RedisTopologyError(RedisConfigError):
+    """The Redis behind ``REDIS_URL`` is not what the URL names: a cluster URL on a node not in cluster mode, a
+    single-node URL on a cluster node, or a cluster with hash slots unserved or a state that is not ``ok``."""
 
 
 class QuotaExhausted(QuotaError):

@@ -22,7 +22,7 @@ The limit is a value, never part of a key: a change applies to the next take wit
 
 from __future__ import annotations
 
-__all__ = ["PREFIX", "TENANTS", "audit", "config", "rolling_window", "scope", "window_prefix"]
+__all__ = ["PREFIX", "TENANTS", "audit", "config", "daily_counter", "rolling_window", "scope", "window_prefix"]
 
 PREFIX = "crmsync:"
 TENANTS = f"{PREFIX}tenants"
@@ -39,8 +39,13 @@ def config(tenant: str) -> str:
 
 
 def window_prefix(tenant: str) -> str:
-    """Prefix of a tenant's window counters; the metering script appends the window's end (epoch seconds)."""
+    """Prefix of a tenant's window counters: ``daily_counter`` appends the window's end (epoch seconds)."""
     return f"{scope(tenant)}:w:"
+
+
+def daily_counter(tenant: str, end: int) -> str:
+    """Counter of a daily-mode tenant's credits used in the window ending at epoch second ``end``."""
+    return f"{window_prefix(tenant)}{end}"
 
 
 def rolling_window(tenant: str) -> str:

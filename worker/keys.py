@@ -49,7 +49,7 @@ spelled two ways has one checkpoint, one lock and one active pull.
 
 from __future__ import annotations
 
-from quota.keys import PREFIX, TENANTS, audit, config, rolling_window, scope, window_prefix
+from quota.keys import PREFIX, TENANTS, audit, config, daily_counter, rolling_window, scope, window_prefix
 from worker.salesforce.soql import object_key
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "bulk_budget",
     "config",
     "connection",
+    "daily_counter",
     "delivery",
     "job",
     "legacy_pull_checkpoint",

@@ -4,7 +4,12 @@
 variable                               meaning                                                         default
 =====================================  ==============================================================  ==========
 ``REDIS_URL``                          Redis for quotas, state and the broker (``redis://``,           local 6379
-                                       ``rediss://``; ACL user and password in the URL)
+                                       ``rediss://``, ``unix://``; ACL user and password in the URL).
+                                       A Redis Cluster: ``redis+cluster://[user:pass@]host:port[,host:
+                                       port...]/`` or ``rediss+cluster://`` (seeds; the broker then
+                                       needs its own ``BROKER_URL``). A URL that does not match the
+                                       server (cluster or not, slots unserved) stops every command at
+                                       start: one line, exit 2 (``quota.connection``)
 ``BROKER_URL``                         the Dramatiq broker: ``amqp://``, ``amqps://`` (RabbitMQ),      REDIS_URL
                                        ``redis://``, ``rediss://`` (one Redis node, not a cluster)
 ``CRMSYNC_ACTOR``                      who ``crmsync quota set`` records in the audit trail            login name
@@ -82,7 +87,8 @@ def configured_redis_url(environ: Mapping[str, str] | None = None) -> str | None
 
 
 def redis_url(environ: Mapping[str, str] | None = None) -> str:
-    """``REDIS_URL`` (redis:// or rediss://, ACL user and password in the URL), else the local default."""
+    """``REDIS_URL`` (one node: redis://, rediss://, unix://; a cluster: redis+cluster://, rediss+cluster://; ACL
+    user and password in the URL), else the local default."""
     return configured_redis_url(environ) or DEFAULT_REDIS_URL
 
 

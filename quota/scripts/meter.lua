@@ -1,13 +1,18 @@
 -- Take, refund or read a tenant's API credits in one atomic step, in the tenant's window mode.
 -- KEYS: [1] crmsync:{T}:config      tenant config hash: limit, reset_at, reset_from, reserve, window
---       [2] crmsync:{T}:w:          prefix of the daily counters; the script appends the window's end (epoch s)
+--       [2] crmsync:{T}:w:<END>     the daily counter the caller believes open (END: its window's end, epoch s)
 --       [3] crmsync:{T}:w:rolling   the rolling window's hash of credits per hour
 -- ARGV: [1] delta       credits to take (> 0), to refund (< 0), or 0 to only read (a read writes nothing)
 --       [2] now         epoch seconds, or "" for the Redis server's TIME (callers' clocks never decide windows)
 --       [3] window      refunds only: the `window` the take returned ("" = the current one)
 --       [4] grace       seconds a counter outlives the moment its credits come back
 --       [5] essential   "1": the take may use the reserve; anything else: it stops where the reserve begins
--- Returns: {outcome, remaining, limit, window, used, state, resets_at, reserve, mode, reason}
+--       [6] mode        refunds only: the window mode of the take ("daily", "rolling"; "" = any): credits go back
+--                       only in that mode (a daily window that ended is no rolling hour)
+-- Returns: {outcome, remaining, limit, window, used, state, resets_at, reserve, mode, reason}, or {-1, END}
+--   when the tenant is in daily mode and KEYS[2] is not the counter of its open window (ending at END): then
+--   nothing is written and the caller sends the call again declaring crmsync:{T}:w:<END>. Every key touched
+--   is declared (Redis Cluster requires it).
 --   outcome:   takes 1 granted / 0 refused (a refused take writes nothing); refunds: credits returned
 --   remaining: credits left including the reserve; window: where the take went (daily: the window's end;
 --              rolling: the start of the hour); resets_at: when the next credits come back (epoch s)
@@ -23,6 +28,8 @@ local delta = tonumber(ARGV[1])
 local cap = cfg.limit
 if ARGV[5] ~= '1' then cap = cfg.limit - cfg.reserve end
 local outcome, used, window, resets_at = 0, 0, 0, 0
+-- A refund of a take made in the other window mode returns nothing: its window has ended with the switch.
+local same_mode = ARGV[6] == nil or ARGV[6] == '' or (ARGV[6] == 'rolling') == cfg.rolling
 
 if cfg.rolling then
   local hour = math.floor(now / STEP)
@@ -37,7 +44,7 @@ if cfg.rolling then
     end
     used, outcome = used + delta, 1
     oldest = oldest or hour
-  elseif cfg.state == 0 and delta < 0 then
+  elseif cfg.state == 0 and delta < 0 and same_mode then
     -- Credits go back only into the hour they were taken in, while it still counts, never below zero.
     local from_hour = hour
     if ARGV[3] ~= '' then from_hour = math.floor(tonumber(ARGV[3]) / STEP) end
@@ -50,7 +57,8 @@ if cfg.rolling then
 else
   window = daily_end(cfg, now)
   resets_at = window
-  local counter = KEYS[2] .. window
+  local counter = counter_key(KEYS[3], window)
+  if counter ~= KEYS[2] then return {-1, window} end
   if cfg.state == 0 and delta > 0 then
     -- Optimistic: one call on the hot path; a take that overdraws is undone inside this same atomic script.
     used = checked(redis.pcall('INCRBY', counter, delta))
@@ -68,7 +76,7 @@ else
   else
     used = daily_used(counter)
     if not used then cfg.state, cfg.reason, cfg.limit, used = 2, BAD_COUNTER, 0, 0 end
-    if cfg.state == 0 and delta < 0 and (ARGV[3] == '' or tonumber(ARGV[3]) == window) then
+    if cfg.state == 0 and delta < 0 and same_mode and (ARGV[3] == '' or tonumber(ARGV[3]) == window) then
       outcome = math.min(-delta, used)
       if outcome > 0 then used = redis.call('DECRBY', counter, outcome) end
     end

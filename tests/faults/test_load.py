@@ -21,6 +21,7 @@ from emulator import EmulatorServer
 from quota import CreditBucket
 from quota.scripts import CONFIGURE
 from quota.validation import parse_limit
+from quota.windows import DAILY_ENDS
 from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant, worker_environment
 from worker import keys
@@ -48,9 +49,10 @@ def test_soak_with_faults_over_many_tenants(
     for tenant_id in idle[1:]:
         # What set_limit does (the same Lua script: config, audit entry, tenant index), pipelined.
         pipe.sadd(keys.TENANTS, tenant_id)
+        # A new tenant's window ends at the next UTC midnight: the counter the script must find declared.
+        counter = keys.daily_counter(tenant_id, DAILY_ENDS.guess(tenant_id, time.time()))
         pipe.execute_command(*CONFIGURE.command(
-            [keys.config(tenant_id), keys.audit(tenant_id), keys.window_prefix(tenant_id),
-             keys.rolling_window(tenant_id)],
+            [keys.config(tenant_id), keys.audit(tenant_id), counter, keys.rolling_window(tenant_id), counter],
             ["load", "", 1000, 3600, "limit", str(parse_limit(100_000 + len(tenant_id)))]))
     pipe.execute()
     limits_s = time.monotonic() - started

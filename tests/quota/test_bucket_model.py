@@ -92,7 +92,9 @@ class BucketModel:
             self.daily[self.window_end()] = self.used() + n
         return True
 
-    def refund(self, n: int, where: int) -> int:
+    def refund(self, n: int, where: int, mode: str) -> int:
+        if (mode == "rolling") != self.rolling:
+            return 0  # a take of the other mode: its window ended with the switch
         if self.rolling:
             hour = where // HOUR
             if not self.now // HOUR - 25 < hour <= self.now // HOUR:
@@ -221,7 +223,7 @@ class BucketMachine(RuleBasedStateMachine):
     def refund(self, n: int, data: st.DataObject) -> None:
         grant, entry = data.draw(st.sampled_from(self.grants))
         back = self.bucket.refund(TENANT, n, grant=grant)
-        assert back == self.model.refund(min(n, grant.taken), grant.window_end)
+        assert back == self.model.refund(min(n, grant.taken), grant.window_end, grant.window)
         assert back <= grant.taken
         entry.n -= back
 

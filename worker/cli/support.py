@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import redis
 
+from quota.connection import connect_checked
 from worker.errors import EXIT_FAILURE, CommandError
 from worker.settings import redis_url
 
@@ -17,8 +19,11 @@ CLI_TIMEOUT_S = 5.0
 
 
 def redis_client() -> redis.Redis:
-    """A client on ``REDIS_URL`` with short timeouts."""
-    return redis.Redis.from_url(redis_url(), socket_connect_timeout=CLI_TIMEOUT_S, socket_timeout=CLI_TIMEOUT_S)
+    """A client on ``REDIS_URL`` (one node or a cluster) with short timeouts, its topology checked: a Redis that
+    is not what the URL names raises ``RedisTopologyError`` (exit 2, one line). A ``RedisCluster`` serves the
+    same one-slot commands as a ``redis.Redis``, hence the cast."""
+    return cast(redis.Redis, connect_checked(redis_url(), socket_connect_timeout=CLI_TIMEOUT_S,
+                                             socket_timeout=CLI_TIMEOUT_S))
 
 
 @contextmanager

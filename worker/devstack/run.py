@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import cast
 from urllib.parse import urlsplit
 
 import redis
@@ -24,6 +25,7 @@ from rich.console import Console
 from rich.live import Live
 
 from quota.bucket import CreditBucket
+from quota.connection import connect_checked
 from worker.devstack.liveview import BurnRates, Snapshot, plain_lines, render
 from worker.devstack.processes import ProcessStack
 from worker.devstack.redis_server import redis_url_or_embedded
@@ -121,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         env = {**os.environ, "REDIS_URL": url, "CRMSYNC_DATA_DIR": str(var / "data"),
                "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"), "CRMSYNC_LOG_FORMAT": "json"}
         (run_dir / "redis-url").write_text(url + "\n")
-        client = redis.Redis.from_url(url)
+        client = cast(redis.Redis, connect_checked(url))  # a RedisCluster serves the same one-slot commands
         stack = ProcessStack(env, log_dir)
         try:
             demo = args.demo or not ConnectionStore(client).all()

@@ -13,6 +13,7 @@ from typing import Any, cast
 import redis
 
 from quota.bucket import Clock, CreditBucket
+from quota.connection import connect
 from worker.jobs.bulk import BulkOptions
 from worker.jobs.cost import BulkMode, PollSchedule
 from worker.jobs.parking import PauseStore
@@ -132,7 +133,8 @@ class Runtime:
 def notification_center() -> NotificationCenter:
     """Notifications on their own Redis client: short timeouts and no retries, so a Redis outage delays a
     job by a second at most on their account, never by redis-py's retry schedule."""
-    client = redis.Redis.from_url(redis_url(), socket_connect_timeout=1, socket_timeout=1, retry=None)
+    # connect() gives a RedisCluster for a cluster URL: it serves the same one-slot commands.
+    client = cast(redis.Redis, connect(redis_url(), socket_connect_timeout=1, socket_timeout=1, retry=None))
     return NotificationCenter(client)
 
 
@@ -173,7 +175,7 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             settings = WorkerSettings.from_env()
             _runtime = Runtime(
-                redis=redis.Redis.from_url(redis_url(), socket_connect_timeout=10, socket_timeout=30),
+                redis=cast(redis.Redis, connect(redis_url(), socket_connect_timeout=10, socket_timeout=30)),
                 sink=JsonlSink(settings.data_dir), policy=RetryPolicy.from_settings(settings), settings=settings,
                 notifier=notification_center(), observers=(MetricsObserver.from_env(),),
                 session_factory=_session_factory, bucket_clock=_bucket_clock,

@@ -25,12 +25,13 @@ import math
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import redis
 import structlog
 
+from quota.connection import connect
 from worker.errors import DeliveryFailed, InvalidDelivery
 from worker.metrics.instruments import DELIVERIES_GIVEN_UP, NOTIFICATIONS
 from worker.notifications.channels import Channels, ChannelStore
@@ -172,7 +173,8 @@ _client: redis.Redis | None = None
 def _redis() -> redis.Redis:
     global _client  # noqa: PLW0603 (one connection pool per worker process, shared by its threads)
     if _client is None:
-        _client = redis.Redis.from_url(redis_url(), socket_connect_timeout=5.0, socket_timeout=5.0)
+        # connect() gives a RedisCluster for a cluster URL: it serves the same one-slot commands.
+        _client = cast(redis.Redis, connect(redis_url(), socket_connect_timeout=5.0, socket_timeout=5.0))
     return _client
 
 

@@ -104,6 +104,12 @@ local function daily_end(cfg, now)
   return now - (now - cfg.offset) % DAY + DAY
 end
 
+-- The daily counter of the window ending at `ends`, named from the tenant's rolling key (crmsync:{T}:w:rolling):
+-- the caller must have declared it; the scripts compare it with the key declared and never touch another.
+local function counter_key(rolling_key, ends)
+  return string.sub(rolling_key, 1, #rolling_key - #'rolling') .. string.format('%d', ends)
+end
+
 -- Credits used in a daily window (nil if the counter holds anything but a whole non-negative number).
 local function daily_used(counter)
   local raw = checked(redis.pcall('GET', counter))
