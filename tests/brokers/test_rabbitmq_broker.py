@@ -1,0 +1,171 @@
+"""The RabbitMQ backend's own parts on a real RabbitMQ: long delays in hops, a killed consumer's message handed on,
+its settings; and ``BROKER_URL``'s choice and refusals (pure logic)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pika
+import pika.exceptions
+import pytest
+from dramatiq.common import current_millis
+
+from tests.conftest import wait_until
+from worker.broker import build_broker
+from worker.broker.rabbitmq import DUE_OPTION, CrmsyncRabbitmqBroker
+from worker.broker.redis import CrmsyncRedisBroker
+from worker.devstack.rabbitmq_server import LocalRabbitMQ
+from worker.settings import BrokerSettings, redacted_url
+
+QUEUE = "hops-test"
+
+
+@pytest.fixture
+def hopping(rabbitmq_url: str) -> Iterator[CrmsyncRabbitmqBroker]:
+    broker = CrmsyncRabbitmqBroker(url=rabbitmq_url, max_hold_ms=300)
+    yield broker
+    broker.flush_all()
+    broker.close()
+
+
+def test_a_long_delay_waits_in_hops_and_runs_once_when_due(hopping: CrmsyncRabbitmqBroker) -> None:
+    sent: list[tuple[int, dramatiq.Message[Any]]] = []  # (when, what was sent) for each enqueue
+    runs: list[int] = []
+    original = hopping.enqueue
+
+    def recording(message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        at = current_millis()
+        result = original(message, delay=delay)
+        sent.append((at, result))
+        return result
+
+    hopping.enqueue = recording  # type: ignore[method-assign]
+    actor: Any = dramatiq.actor(actor_name="hop", queue_name=QUEUE, broker=hopping)(
+        lambda: runs.append(current_millis()))
+    worker = dramatiq.Worker(hopping, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        before = current_millis()
+        actor.send_with_options(delay=1_500)
+        wait_until(lambda: runs, 60, "the delayed message to run")
+    finally:
+        worker.stop()
+    assert len(runs) == 1
+    assert runs[0] >= before + 1_500, "ran before it was due"
+    # Each hop was held at most max_hold_ms; the last one is due when the message is; the last send runs it.
+    hops = [(at, m) for at, m in sent if m.queue_name == f"{QUEUE}.DQ"]
+    assert len(hops) >= 4, sent
+    assert all(m.options["eta"] - at <= 300 for at, m in hops)
+    [due] = {m.options[DUE_OPTION] for _, m in hops[:-1]}  # one due time, carried until the last hop
+    assert DUE_OPTION not in hops[-1][1].options
+    assert hops[-1][1].options["eta"] == due
+    assert sent[-1][1].queue_name == QUEUE
+    assert DUE_OPTION not in sent[-1][1].options
+
+
+def test_a_short_delay_is_one_hold(hopping: CrmsyncRabbitmqBroker) -> None:
+    message: dramatiq.Message[Any] = dramatiq.Message(queue_name=QUEUE, actor_name="hop", args=(), kwargs={},
+                                                      options={DUE_OPTION: 1})  # stale: a new delay replaces it
+    sent = hopping.enqueue(message, delay=200)
+    assert DUE_OPTION not in sent.options
+    assert sent.queue_name == f"{QUEUE}.DQ"
+
+
+def test_a_dead_consumers_unacked_message_goes_to_another(rabbitmq: LocalRabbitMQ) -> None:
+    # What a SIGKILLed worker leaves: a delivery taken and never acknowledged on a connection that drops.
+    broker = CrmsyncRabbitmqBroker(url=rabbitmq.url)
+    try:
+        broker.declare_queue("redeliver-test", ensure=True)
+        broker.flush("redeliver-test")
+        message = broker.enqueue(dramatiq.Message(queue_name="redeliver-test", actor_name="a", args=(), kwargs={},
+                                                  options={}))
+        first = broker.consume("redeliver-test", prefetch=1, timeout=100)
+        taken = wait_until(lambda: next(first), 30, "the first consumer to take the message")
+        assert taken.message_id == message.message_id
+        first.connection._impl._transport._sock.close()  # type: ignore[attr-defined]  # dropped, no handshake
+        second = broker.consume("redeliver-test", prefetch=1, timeout=100)
+        again = wait_until(lambda: next(second), 30, "the message to be redelivered")
+        assert (again.message_id, again.redelivered) == (message.message_id, True)
+        second.ack(again)
+        second.close()
+    finally:
+        broker.close()
+
+
+def test_the_heartbeat_comes_from_the_settings_unless_the_url_sets_it(rabbitmq_url: str) -> None:
+    one: Any = CrmsyncRabbitmqBroker(url=rabbitmq_url, heartbeat_s=7).parameters
+    assert one.heartbeat == 7
+    one = CrmsyncRabbitmqBroker(url=f"{rabbitmq_url}?heartbeat=11", heartbeat_s=7).parameters
+    assert one.heartbeat == 11
+    several: Any = CrmsyncRabbitmqBroker(url=f"{rabbitmq_url};{rabbitmq_url}", heartbeat_s=5).parameters
+    assert [p.heartbeat for p in several] == [5, 5]
+
+
+def test_build_broker_chooses_by_scheme() -> None:
+    assert isinstance(build_broker(BrokerSettings(url="amqp://u:p@127.0.0.1:1/%2F")), CrmsyncRabbitmqBroker)
+    assert isinstance(build_broker(BrokerSettings(url="redis://127.0.0.1:1/0")), CrmsyncRedisBroker)
+
+
+@pytest.mark.parametrize(("env", "url", "kind"), [
+    ({}, "redis://127.0.0.1:6379/0", "redis"),
+    ({"REDIS_URL": "rediss://u:p@h:1/0"}, "rediss://u:p@h:1/0", "redis"),
+    ({"REDIS_URL": "redis://h:1/0", "BROKER_URL": "amqps://u:p@mq:5671/crm"}, "amqps://u:p@mq:5671/crm", "rabbitmq"),
+    ({"REDIS_URL": "redis+cluster://h:1", "BROKER_URL": "amqp://u:p@mq/%2F"}, "amqp://u:p@mq/%2F", "rabbitmq"),
+    ({"REDIS_URL": "redis+cluster://h:1", "BROKER_URL": "redis://other:1/0"}, "redis://other:1/0", "redis"),
+])
+def test_broker_url_chooses_the_broker(env: dict[str, str], url: str, kind: str) -> None:
+    settings = BrokerSettings.from_env(env)
+    assert (settings.url, settings.kind) == (url, kind)
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"REDIS_URL": "redis+cluster://:pw@h:1"}, "REDIS_URL names a Redis Cluster and BROKER_URL is unset"),
+    ({"REDIS_URL": "rediss+cluster://:pw@h:1"}, "REDIS_URL names a Redis Cluster and BROKER_URL is unset"),
+    ({"BROKER_URL": "redis+cluster://:pw@h:1"}, "BROKER_URL=redis+cluster://:***@h:1: names a Redis Cluster"),
+    ({"BROKER_URL": "kafka://u:pw@h"}, "BROKER_URL=kafka://u:***@h: expected an amqp://"),
+    ({"BROKER_URL": "h:5672"}, "BROKER_URL=h:5672: expected"),
+])
+def test_a_broker_that_cannot_work_is_refused_without_its_password(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ValueError, match=r"Redis Cluster|expected") as refused:
+        BrokerSettings.from_env(env)
+    assert words in str(refused.value)
+    assert "pw" not in str(refused.value).replace(words, "")
+
+
+def test_a_broker_url_is_never_shown_with_its_password() -> None:
+    assert redacted_url("amqp://u:s3cret@h:1/v?heartbeat=5") == "amqp://u:***@h:1/v?heartbeat=5"
+    assert redacted_url("amqp://u:a@h;amqp://u:b@k") == "amqp://u:***@h;amqp://u:***@k"
+    assert redacted_url("amqp://h/%2F") == "amqp://h/%2F"
+    assert "s3cret" not in repr(BrokerSettings(url="amqp://u:s3cret@h"))
+
+
+def test_the_launcher_stops_its_node_and_leaves_nothing_behind(rabbitmq: LocalRabbitMQ) -> None:
+    # A second node beside the session's: its own ports, directory and processes, all gone after stop().
+    with LocalRabbitMQ() as server:
+        assert server.port != rabbitmq.port
+        ports, directory = (server.port, server.dist_port, server.epmd_port), str(server.directory)
+        pika.BlockingConnection(pika.URLParameters(server.url)).close()
+        assert any(directory in cmdline for cmdline in _command_lines())  # the Erlang VM, HOME in its arguments
+        assert _listening(server.epmd_port)  # its own epmd
+    assert not Path(directory).exists()
+    assert not any(directory in cmdline for cmdline in _command_lines())
+    assert not any(_listening(port) for port in ports)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for entry in Path("/proc").iterdir():
+        try:
+            lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue
+    return lines
