@@ -11,6 +11,7 @@ BENCHMARKS = [
     "bench.jobs_bench",
     "bench.resume_bench",
     "bench.cli_bench",
+    "bench.scheduler_bench",
 ]
 
 
