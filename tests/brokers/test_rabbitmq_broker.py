@@ -16,7 +16,7 @@ from dramatiq.common import current_millis
 
 from tests.conftest import wait_until
 from worker.broker import build_broker
-from worker.broker.rabbitmq import DUE_OPTION, CrmsyncRabbitmqBroker
+from worker.broker.rabbitmq import BLOCKED_TIMEOUT_S, DUE_OPTION, CrmsyncRabbitmqBroker
 from worker.broker.redis import CrmsyncRedisBroker
 from worker.devstack.rabbitmq_server import LocalRabbitMQ
 from worker.settings import BrokerSettings, redacted_url
@@ -96,11 +96,12 @@ def test_a_dead_consumers_unacked_message_goes_to_another(rabbitmq: LocalRabbitM
         broker.close()
 
 
-def test_the_heartbeat_comes_from_the_settings_unless_the_url_sets_it(rabbitmq_url: str) -> None:
+def test_heartbeat_and_blocked_timeout_are_ours_unless_the_url_sets_them(rabbitmq_url: str) -> None:
     one: Any = CrmsyncRabbitmqBroker(url=rabbitmq_url, heartbeat_s=7).parameters
-    assert one.heartbeat == 7
-    one = CrmsyncRabbitmqBroker(url=f"{rabbitmq_url}?heartbeat=11", heartbeat_s=7).parameters
-    assert one.heartbeat == 11
+    assert (one.heartbeat, one.blocked_connection_timeout) == (7, BLOCKED_TIMEOUT_S)
+    one = CrmsyncRabbitmqBroker(url=f"{rabbitmq_url}?heartbeat=11&blocked_connection_timeout=5",
+                                heartbeat_s=7).parameters
+    assert (one.heartbeat, one.blocked_connection_timeout) == (11, 5)
     several: Any = CrmsyncRabbitmqBroker(url=f"{rabbitmq_url};{rabbitmq_url}", heartbeat_s=5).parameters
     assert [p.heartbeat for p in several] == [5, 5]
 

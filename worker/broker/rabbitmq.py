@@ -19,6 +19,9 @@ Added here:
   unconfirmed message lost in a dropped connection would leave it queued forever.
 - **Heartbeat**: ``CRMSYNC_BROKER_HEARTBEAT_TIMEOUT`` unless the URL sets ``heartbeat``, so a frozen worker's
   messages move on in about the time they do on the Redis broker.
+- **Blocked publishers time out**: a node under a memory or disk alarm blocks publishers; after
+  ``BLOCKED_TIMEOUT_S`` (60 s, unless the URL sets ``blocked_connection_timeout``) the send fails instead of
+  hanging.
 - **Hops for long delays**: RabbitMQ closes a channel that holds a delivery unacknowledged longer than its
   ``consumer_timeout`` (30 minutes by default), which a delayed message would (a notification's retry waits up
   to an hour). A delay longer than ``max_hold_ms`` (10 minutes) is sent as a hop of ``max_hold_ms`` carrying
@@ -37,7 +40,7 @@ import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import current_millis
 
-__all__ = ["DUE_OPTION", "MAX_HOLD_MS", "CrmsyncRabbitmqBroker"]
+__all__ = ["BLOCKED_TIMEOUT_S", "DUE_OPTION", "MAX_HOLD_MS", "CrmsyncRabbitmqBroker", "connection_parameters"]
 
 # pika logs every failed connection attempt at ERROR, with tracebacks, on top of the exception it raises; Dramatiq
 # reports a consumer's connection error in one line, and the entry points report the rest (one line, exit code).
@@ -46,6 +49,9 @@ logging.getLogger("pika").setLevel(logging.CRITICAL)
 # Well under RabbitMQ's default consumer_timeout of 30 minutes.
 MAX_HOLD_MS = 10 * 60 * 1000
 DUE_OPTION = "crmsync_due"
+# A node short of memory or disk blocks publishers; past this a send fails (and is retried, then reported)
+# instead of hanging the scheduler or a job forever.
+BLOCKED_TIMEOUT_S = 60.0
 
 
 class CrmsyncRabbitmqBroker(RabbitmqBroker):
@@ -57,8 +63,11 @@ class CrmsyncRabbitmqBroker(RabbitmqBroker):
         # One URL, or several separated by ';' (the nodes of a RabbitMQ cluster, tried in turn).
         nodes = self.parameters if isinstance(self.parameters, list) else [self.parameters]
         for node, node_url in zip(nodes, url.split(";"), strict=True):
-            if heartbeat_s is not None and "heartbeat=" not in node_url.partition("?")[2]:
+            query = node_url.partition("?")[2]
+            if heartbeat_s is not None and "heartbeat=" not in query:
                 node.heartbeat = max(1, round(heartbeat_s))
+            if "blocked_connection_timeout=" not in query:
+                node.blocked_connection_timeout = BLOCKED_TIMEOUT_S
         self.max_hold_ms = max_hold_ms
 
     def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
