@@ -418,7 +418,11 @@ def test_k8s_redis_runs_the_repository_redis_conf() -> None:
     assert re.search(r"^maxmemory-policy noeviction$", REDIS_CONF.read_text(), re.MULTILINE)
     generator = yaml.safe_load((DEPLOY / "redis" / "kustomization.yaml").read_text())["configMapGenerator"]
     (config,) = generator
-    assert set(config["files"]) == {"redis.conf", "users.acl", "render-acl.sh"}
+    # The single Redis uses the first three; the Redis Cluster of deploy/k8s-scale-out the same ConfigMap.
+    assert set(config["files"]) == {"redis.conf", "users.acl", "render-acl.sh", "cluster.conf", "cluster-users.acl",
+                                    "node-start.sh", "create-cluster.sh"}
+    for name in config["files"]:
+        assert (DEPLOY / "redis" / name).is_file(), name
     redis_set = next(doc for _, doc in k8s_documents() if doc["kind"] == "StatefulSet")
     spec = redis_set["spec"]["template"]["spec"]
     mounts = {v["name"]: v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v}
