@@ -46,7 +46,7 @@ if [ -s "$nodes" ]; then
   for name in $(awk '$2 ~ /,/ { split($2, parts, ","); print parts[2] }' "$nodes" | sort -u); do
     ip=$(getent ahostsv4 "$name" 2>/dev/null | awk 'NR == 1 { print $1 }') || ip=""
     if [ -n "$ip" ]; then
-      script="$script\$2 ~ /,$(printf '%s' "$name" | sed 's/[.]/[.]/g')\$/ { sub(/^[^:]*:/, \"$ip:\", \$2) } "
+      script="$script if (\$2 ~ /,$(printf '%s' "$name" | sed 's/[.]/[.]/g')\$/) sub(/^[^:]*:/, \"$ip:\", \$2);"
     fi
   done
   if [ -n "$script" ]; then
