@@ -24,7 +24,7 @@ from tests.conftest import wait_until
 from tests.faults.conftest import Pool, Tenant, connect_tenant
 from worker.broker import send
 from worker.enqueue import PULL_ACTOR, QUEUE, enqueue_pull, enqueue_push
-from worker.jobs.actors import LOCK_TTL_S
+from worker.jobs.actors import LOCK_TTL_S, MAX_RETRIES
 from worker.jobs.parking import PauseStore
 from worker.jobs.state import TERMINAL
 
@@ -147,3 +147,22 @@ def test_a_killed_pools_job_is_redelivered_and_finishes_once(
     done = [e for e in second.log_events() if e.get("event") == "job_done" and e.get("job_id") == pull_id]
     assert len(done) == 1, done
     assert tenant.counted() <= tenant.used() <= tenant.counted() + 1  # a credit taken just before the kill
+
+
+def test_a_job_failing_every_retry_is_dead_lettered(
+    broker: BrokerUnderTest, emulator: EmulatorServer, start_pool: Callable[..., Pool], tmp_path: Path,
+    secrets_dir: Path,
+) -> None:
+    client = redis.Redis.from_url(broker.redis_url)
+    tenant = connect_tenant(emulator, client, secrets_dir, records=4)
+    emulator.control.set_faults(tenant.org.name, error_rate=1.0, error_status=500)  # every request fails
+    start_pool(broker.env(tmp_path / "data", CRMSYNC_RETRY_ATTEMPTS="1"), processes=1, threads=2)
+    pull_id = enqueue_pull(client, tenant.name, "Lead")
+    # Dramatiq's retries wait in the delay queue (about 2, 4 and 8 s), then the last failure is dead-lettered.
+    _wait_ended(tenant, pull_id, timeout=180)
+    assert tenant.job(pull_id).state == "failed"
+    wait_until(lambda: any(json.loads(body).get("kwargs", {}).get("job_id") == pull_id
+                           for body in broker.dead_letters()), 60, "the failed job in the dead-letter queue")
+    [dead] = [m for m in map(json.loads, broker.dead_letters()) if m.get("kwargs", {}).get("job_id") == pull_id]
+    assert dead["options"]["retries"] == MAX_RETRIES  # the first run and 3 retries, each through the delay queue
+    assert tenant.counted() == tenant.used() == MAX_RETRIES + 1  # one request a run, each paid for
