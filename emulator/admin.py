@@ -7,6 +7,7 @@ from typing import Any
 
 import requests
 
+from emulator.bulk_jobs import QUERY_FAILURE
 from emulator.control import ADMIN_METHODS, Control
 from emulator.cursors import CURSOR_LIFETIME
 from emulator.orgs import Environment, OrgInfo
@@ -160,6 +161,14 @@ class AdminClient:
         self._call("set_bulk_limits", org=org, batches=batches, query_jobs=query_jobs,
                    query_storage_mb=query_storage_mb)
 
-    def set_bulk_rate(self, org: str, records_per_second: float) -> None:
+    def set_bulk_rate(self, org: str, records_per_second: float, running: bool = False) -> None:
         """See ``Control.set_bulk_rate``."""
-        self._call("set_bulk_rate", org=org, records_per_second=records_per_second)
+        self._call("set_bulk_rate", org=org, records_per_second=records_per_second, running=running)
+
+    def fail_query_job(self, org: str, job_id: str | None = None, message: str = QUERY_FAILURE) -> None:
+        """See ``Control.fail_query_job``."""
+        self._call("fail_query_job", org=org, job_id=job_id, message=message)
+
+    def set_bulk_results_cap(self, org: str, records: int | None) -> None:
+        """See ``Control.set_bulk_results_cap``."""
+        self._call("set_bulk_results_cap", org=org, records=records)

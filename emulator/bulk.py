@@ -74,6 +74,7 @@ def _create_query(call: Call, bulk: BulkJobs) -> Reply:
     rows = [[csv_value(row[name]) for name in query.fields] for row in query.run(records, call.version)]
     job = QueryJob(bulk.new_id(), header=list(query.fields), rows=rows, sobject=query.sobject.name, **options)
     bulk.add(job)
+    bulk.doom_if_asked(job)
     bulk.queue(job, len(rows))
     return Reply(200, job.summary())
 
@@ -146,7 +147,7 @@ def _job(call: Call, bulk: BulkJobs, job: Job) -> Reply:
     raise method_not_allowed(call, "GET, PATCH, DELETE")
 
 
-def _results(call: Call, job: QueryJob) -> Reply:
+def _results(call: Call, bulk: BulkJobs, job: QueryJob) -> Reply:
     if call.version != job.version:
         raise ApiError(409, "API_ERROR", f"This job was created in API version {job.version}: get its results "
                                          "with the same version")
@@ -158,7 +159,10 @@ def _results(call: Call, job: QueryJob) -> Reply:
     offset = decode_locator(call.params["locator"]) if "locator" in call.params else 0
     if offset is None or offset > len(job.rows):
         raise ApiError(400, "INVALID_QUERY_LOCATOR", f"invalid locator: {call.params['locator']}")
-    data, count, locator = job.page(offset, int(text))
+    # "The request is still subject to the size limits" (maxRecords, Get Results for a Query Job): a set may hold
+    # fewer records than asked for, which the org's results cap stands for.
+    limit = int(text) if bulk.results_cap is None else min(int(text), bulk.results_cap)
+    data, count, locator = job.page(offset, limit)
     return Reply(200, data, {"Sforce-Locator": locator, "Sforce-NumberOfRecords": str(count)}, _CSV)
 
 
@@ -173,11 +177,11 @@ def _upload(call: Call, job: IngestJob) -> Reply:
     return Reply(201)
 
 
-def _sub_resource(call: Call, job: Job, name: str) -> Reply:
+def _sub_resource(call: Call, bulk: BulkJobs, job: Job, name: str) -> Reply:
     if isinstance(job, QueryJob) and name == "results":
         if call.method != "GET":
             raise method_not_allowed(call, "GET")
-        return _results(call, job)
+        return _results(call, bulk, job)
     if isinstance(job, IngestJob) and name == "batches":
         if call.method != "PUT":
             raise method_not_allowed(call, "PUT")
@@ -209,7 +213,7 @@ def route(call: Call) -> Reply:
             return _job(call, bulk, job)
         if len(rest) == 2:
             # Salesforce's own pages spell it both unprocessedrecords and unprocessedRecords.
-            return _sub_resource(call, job, rest[1].lower())
+            return _sub_resource(call, bulk, job, rest[1].lower())
         raise not_found()
     except ApiError as error:
         return Reply(error.status, error.body())

@@ -19,14 +19,17 @@ from emulator.limits import BulkBudgets
 from emulator.sftime import format_epoch
 from emulator.store import USER_ID, Store
 
-__all__ = ["ACTIVE", "DEFAULT_BULK_RATE", "TERMINAL", "BulkJobs", "Job", "QueryJob", "csv_value", "decode_locator",
-           "encode_locator", "invalid_state"]
+__all__ = ["ACTIVE", "DEFAULT_BULK_RATE", "QUERY_FAILURE", "TERMINAL", "BulkJobs", "Job", "QueryJob", "csv_value",
+           "decode_locator", "encode_locator", "invalid_state"]
 
 # Records per second: a few thousand rows finish within a second or two, as small jobs do on Salesforce.
 DEFAULT_BULK_RATE = 5000.0
 ACTIVE = frozenset({"UploadComplete", "InProgress"})
 TERMINAL = frozenset({"JobComplete", "Failed", "Aborted"})
 _JOB_PREFIX = "750"
+# What a query job that Salesforce gave up on says: "If you receive a message that the API retried more than 15
+# times, apply a filter criteria and try again" (Understanding Bulk API 2.0 Query).
+QUERY_FAILURE = "Retried more than 15 times"
 
 
 def invalid_state(message: str) -> ApiError:
@@ -79,6 +82,8 @@ class Job:
         self.total = 0
         self.processed = 0
         self.error_message: str | None = None
+        # Set by the control (``fail_query_job``): the job ends Failed with this message at its next step.
+        self.doomed: str | None = None
 
     def queue(self, now: float, rate: float, total: int) -> None:
         """UploadComplete: the job waits for processing, which starts right after ``now``."""
@@ -93,6 +98,9 @@ class Job:
     def advance(self, now: float, budgets: BulkBudgets) -> None:
         """Process what ``rate`` allows by ``now``; finish the job once every record is done."""
         if self.state not in ACTIVE or self.queued_at is None:
+            return
+        if self.doomed is not None:
+            self.fail(self.doomed)
             return
         elapsed = now - self.queued_at
         if self.rate and elapsed <= 0:
@@ -113,6 +121,12 @@ class Job:
 
     def complete(self, budgets: BulkBudgets) -> None:
         """Charge what a finished job costs."""
+
+    def rebase(self, now: float, rate: float) -> None:
+        """Go on at ``rate`` from what is processed by ``now`` (the job was brought up to ``now`` first)."""
+        self.rate = rate
+        if self.queued_at is not None and rate:
+            self.queued_at = now - self.processed / rate
 
     def fail(self, message: str) -> None:
         """Failed, at the moment processing stopped."""
@@ -194,6 +208,8 @@ class BulkJobs:
         self.clock = clock
         self.budgets = BulkBudgets(clock)
         self.rate = DEFAULT_BULK_RATE
+        self.results_cap: int | None = None  # at most this many records a results page, whatever maxRecords
+        self._doomed_queries: list[str] = []  # the errorMessage of each next query job that is to fail
         self._ids = IdFactory(pod)
         self._jobs: dict[str, Job] = {}
         self._active: dict[str, Job] = {}
@@ -205,6 +221,34 @@ class BulkJobs:
     def add(self, job: Job) -> None:
         """Keep a newly created job."""
         self._jobs[job.id] = job
+
+    def set_rate(self, rate: float, *, running: bool = False) -> None:
+        """Process jobs queued from now on at ``rate``; with ``running``, the queued and running ones too, from
+        the records they have processed so far."""
+        self.rate = rate
+        if running:
+            self.advance()
+            now = self.clock()
+            for job in self._active.values():
+                job.rebase(now, rate)
+
+    def fail_query(self, job_id: str | None, message: str) -> None:
+        """The query job ``job_id`` (queued or running) ends Failed with ``message`` at its next step; with no
+        id, the next query job created does. Raises KeyError for an unknown job, ValueError for a finished one."""
+        if job_id is None:
+            self._doomed_queries.append(message)
+            return
+        job = self._jobs.get(to_18(job_id) or "")
+        if job is None or job.kind != "query":
+            raise KeyError(f"no query job {job_id}")
+        if job.state not in ACTIVE:
+            raise ValueError(f"query job {job_id} is {job.state}: only a queued or running job can fail")
+        job.doomed = message
+
+    def doom_if_asked(self, job: Job) -> None:
+        """Give a newly created query job the failure ``fail_query`` set aside for the next one, if any."""
+        if self._doomed_queries:
+            job.doomed = self._doomed_queries.pop(0)
 
     def queue(self, job: Job, total: int) -> None:
         """Close ``job`` with ``total`` records at the org's current rate."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from emulator.bulk_jobs import DEFAULT_BULK_RATE
+from emulator.bulk_jobs import DEFAULT_BULK_RATE, QUERY_FAILURE
 from emulator.cursors import CURSOR_LIFETIME, CursorPolicy
 from emulator.orgs import Environment, OrgInfo
 from emulator.registry import Registry
@@ -16,7 +16,7 @@ ADMIN_METHODS = frozenset({
     "orgs", "add_org", "remove_org", "request_log", "request_counts", "clear_log", "usage", "set_usage",
     "set_limit", "expire_tokens", "issue_token", "set_faults", "inject_fault", "clear_faults", "bulk_usage",
     "set_bulk_limits", "set_bulk_rate", "set_api_overdraft", "set_limit_info", "set_query_cursors", "query_cursors",
-    "set_page_cap",
+    "set_page_cap", "fail_query_job", "set_bulk_results_cap",
 })
 
 
@@ -160,9 +160,29 @@ class Control:
             self._registry.org(org).bulk.budgets.set_max(batches=batches, query_jobs=query_jobs,
                                                          query_storage_mb=query_storage_mb)
 
-    def set_bulk_rate(self, org: str, records_per_second: float) -> None:
-        """How fast the org's bulk jobs closed from now on are processed; 0 processes them at once."""
+    def set_bulk_rate(self, org: str, records_per_second: float, running: bool = False) -> None:
+        """How fast the org's bulk jobs closed from now on are processed; 0 processes them at once. With
+        ``running``, jobs already queued or running go on at that rate too, from what they have processed."""
         if records_per_second < 0:
             raise ValueError("records_per_second must be >= 0 (0 processes bulk jobs at once)")
         with self._registry.lock:
-            self._registry.org(org).bulk.rate = float(records_per_second)
+            self._registry.org(org).bulk.set_rate(float(records_per_second), running=running)
+
+    def fail_query_job(self, org: str, job_id: str | None = None, message: str = QUERY_FAILURE) -> None:
+        """The query job ``job_id`` (queued or running), or with no id the org's next query job created, ends
+        ``Failed`` at its next step, its job info carrying ``errorMessage``; each call without an id fails one
+        more of the next jobs. KeyError for an unknown job, ValueError for one already finished."""
+        if not message:
+            raise ValueError("message must be a non-empty errorMessage")
+        with self._registry.lock:
+            bulk = self._registry.org(org).bulk
+            bulk.advance()
+            bulk.fail_query(job_id, message)
+
+    def set_bulk_results_cap(self, org: str, records: int | None) -> None:
+        """At most ``records`` per set of a query job's results whatever ``maxRecords`` asks, as Salesforce's
+        size limits may make a set smaller (None: ``maxRecords`` alone)."""
+        if records is not None and records < 1:
+            raise ValueError("records must be >= 1 (None for no cap)")
+        with self._registry.lock:
+            self._registry.org(org).bulk.results_cap = records

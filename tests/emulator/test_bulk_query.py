@@ -9,7 +9,7 @@ import pytest
 import requests
 from simple_salesforce.api import Salesforce
 
-from emulator import EmulatorServer
+from emulator import AdminClient, EmulatorServer
 from emulator.sftime import format_epoch
 from tests.emulator.conftest import START, FakeClock, bulk2, csv_records, query_job
 
@@ -187,3 +187,89 @@ def test_jobs_are_listed_and_named_in_the_resources(api: Api) -> None:
         (first, "Lead", "V2Query"), (second, "Account", "V2Query")]
     assert api("GET", "jobs/ingest").json()["records"] == []
     assert api("GET", "").json()["jobs"] == "/services/data/v59.0/jobs"
+
+
+# -- controls: a failing query job, a running job's rate, a cap on results sets ------------------------------------
+
+
+def test_the_next_query_job_can_be_made_to_fail_with_its_error_message(emu: EmulatorServer, api: Api,
+                                                                      clock: FakeClock) -> None:
+    emu.control.set_bulk_rate("acme", 10)
+    emu.control.fail_query_job("acme")  # the next query job created, and only that one
+    doomed = query_job(api, "SELECT Id FROM Lead")
+    spared = query_job(api, "SELECT Id FROM Account")
+    failed = _info(api, doomed)
+    assert (failed["state"], failed["errorMessage"], failed["numberRecordsProcessed"]) == (
+        "Failed", "Retried more than 15 times", 0)
+    assert "errorMessage" not in _info(api, spared)
+    refused = api("GET", f"jobs/query/{doomed}/results")
+    assert (refused.status_code, refused.json()[0]["errorCode"]) == (400, "INVALIDJOBSTATE")
+    clock.advance(60)
+    assert _info(api, doomed)["state"] == "Failed"  # nothing more happens to it
+    assert _info(api, spared)["state"] == "JobComplete"
+    assert api("PATCH", f"jobs/query/{doomed}", json={"state": "Aborted"}).json() == [{
+        "errorCode": "INVALIDJOBSTATE", "message": "Aborting already Failed Job not allowed"}]
+    assert api("DELETE", f"jobs/query/{doomed}").status_code == 204
+    assert emu.control.bulk_usage("acme")["query_jobs"]["used"] == 2  # a failed job still took its budget
+
+
+def test_a_named_running_query_job_can_be_made_to_fail(emu: EmulatorServer, api: Api, clock: FakeClock) -> None:
+    emu.control.set_bulk_rate("acme", 10)
+    job_id = query_job(api, "SELECT Id FROM Lead")
+    clock.advance(1)
+    assert _info(api, job_id)["numberRecordsProcessed"] == 10
+    emu.control.fail_query_job("acme", job_id, message="QUERY_TIMEOUT : Your query request was running for too long.")
+    clock.advance(60)  # it would have completed by now
+    failed = _info(api, job_id)
+    assert (failed["state"], failed["numberRecordsProcessed"]) == ("Failed", 10)
+    assert failed["errorMessage"] == "QUERY_TIMEOUT : Your query request was running for too long."
+    with pytest.raises(ValueError, match="Failed"):  # only a queued or running job can be made to fail
+        emu.control.fail_query_job("acme", job_id)
+    with pytest.raises(KeyError):
+        emu.control.fail_query_job("acme", "750000000000000AAA")
+    # Through the admin path too, as another process drives it.
+    admin = AdminClient(emu.admin_url, emu.admin_token, emu.ca_bundle)
+    try:
+        admin.fail_query_job("acme")
+        assert _info(api, query_job(api, "SELECT Id FROM Lead"))["state"] == "Failed"
+        with pytest.raises(KeyError):
+            admin.fail_query_job("acme", "750000000000000AAA")
+    finally:
+        admin.close()
+
+
+def test_a_running_job_goes_on_at_a_new_rate_from_what_it_processed(emu: EmulatorServer, api: Api,
+                                                                    clock: FakeClock) -> None:
+    emu.control.set_bulk_rate("acme", 1)  # 20 seconds for 20 leads
+    job_id = query_job(api, "SELECT Id FROM Lead")
+    clock.advance(5)
+    assert _info(api, job_id)["numberRecordsProcessed"] == 5
+    emu.control.set_bulk_rate("acme", 5)  # jobs queued from now on only
+    clock.advance(1)
+    assert _info(api, job_id)["numberRecordsProcessed"] == 6
+    emu.control.set_bulk_rate("acme", 2, running=True)
+    clock.advance(2)
+    assert _info(api, job_id)["numberRecordsProcessed"] == 10
+    emu.control.set_bulk_rate("acme", 0, running=True)  # done by the next request
+    assert _info(api, job_id)["state"] == "JobComplete"
+
+
+@pytest.mark.usefixtures("instant_bulk")
+def test_results_sets_can_be_capped_below_max_records(emu: EmulatorServer, api: Api) -> None:
+    emu.control.set_bulk_results_cap("acme", 8)
+    job_id = query_job(api, "SELECT Id FROM Lead")
+    sizes, ids, locator = [], [], None
+    while locator != "null":
+        page = api("GET", f"jobs/query/{job_id}/results",
+                   params={"maxRecords": 100_000, **({"locator": locator} if locator else {})})
+        sizes.append(int(page.headers["Sforce-NumberOfRecords"]))
+        ids += [r["Id"] for r in csv_records(page.text)]
+        locator = page.headers["Sforce-Locator"]
+    assert sizes == [8, 8, 4]
+    assert len(ids) == len(set(ids)) == 20
+    assert api("GET", f"jobs/query/{job_id}/results", params={"maxRecords": 5}).headers[
+        "Sforce-NumberOfRecords"] == "5"  # a smaller maxRecords still holds
+    emu.control.set_bulk_results_cap("acme", None)
+    assert api("GET", f"jobs/query/{job_id}/results").headers["Sforce-NumberOfRecords"] == "20"
+    with pytest.raises(ValueError, match="records must be >= 1"):
+        emu.control.set_bulk_results_cap("acme", 0)
