@@ -1,0 +1,134 @@
+"""Bulk API 2.0 end to end under ``CRMSYNC_BULK=always``: real worker processes send even small jobs by Bulk, and
+jobs whose Salesforce job fails as a whole still deliver or write every record once, with credits equal to the
+emulator's count of the tenant's requests.
+
+The module's worker pool runs with ``CRMSYNC_BULK=always`` (the ``worker_env`` fixture below extends the e2e one);
+the helpers are ``test_bulk_jobs``'s. Each test runs on its own tenant and org, at bulk rate 0 (a job is done by the
+next request), so the number of polls, and so every count below, is exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Tenant, Workers
+from tests.e2e.test_bulk_jobs import (
+    by_external_id,
+    calls,
+    delivered,
+    delivered_once,
+    lead_rows,
+    log_events,
+    salesforce,
+)
+
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def worker_env(worker_env: dict[str, str]) -> dict[str, str]:
+    return {**worker_env, "CRMSYNC_BULK": "always"}
+
+
+def _query_jobs(tenant: Tenant) -> list[Any]:
+    """The org's query jobs, oldest first (read in-process: no counted request)."""
+    with tenant.emulator.registry.lock:
+        return list(tenant.emulator.registry.org(tenant.org.name).bulk.of_kind("query"))
+
+
+def test_always_sends_a_small_pull_and_a_small_push_by_bulk(workers: Workers, make_tenant) -> None:
+    tenant: Tenant = make_tenant(records=50)
+    tenant.emulator.control.set_bulk_rate(tenant.org.name, 0)
+    pulled = tenant.pull(timeout=TIMEOUT)
+    assert (pulled.state, pulled.records) == ("done", 50), pulled
+    delivered_once(workers, tenant, 50)
+    assert calls(tenant, "GET", "query/?") == 0  # not even a first REST page
+    assert calls(tenant, "POST", "jobs/query") == 1
+    assert calls(tenant, "GET", r"jobs/query/\w+/results") == 1
+    # /limits (the Bulk budgets), create, one poll, one results page: where REST would take 1.
+    assert pulled.credits == tenant.used_credits() == tenant.counted_requests() == 4
+
+    before = tenant.counted_requests()
+    pushed = tenant.push(lead_rows("aw-", 20), timeout=TIMEOUT)
+    assert (pushed.state, pushed.records, pushed.failed_records) == ("done", 20, 0), pushed
+    assert calls(tenant, "POST", "jobs/ingest") == calls(tenant, "PUT", r"jobs/ingest/\w+/batches") == 1
+    assert calls(tenant, "PATCH", "composite/.*") == 0
+    assert calls(tenant, "GET", "limits/?") == 1  # the budgets read by the pull are kept
+    # Create, upload, close, one poll (no failedResults: none failed).
+    assert pushed.credits == tenant.counted_requests() - before == 4
+    assert tenant.used_credits() == tenant.counted_requests() == 8
+    found = by_external_id(tenant, "aw-", "LastName")
+    assert {key: [r["LastName"] for r in records] for key, records in found.items()} == {
+        f"aw-{i}": [f"Doe {i}"] for i in range(20)}
+
+
+def test_a_push_whose_ingest_job_fails_as_a_whole_goes_on_by_rest_once(workers: Workers, make_tenant) -> None:
+    tenant: Tenant = make_tenant(records=0)
+    tenant.emulator.control.set_bulk_rate(tenant.org.name, 0)
+    rows = lead_rows("wf-", 450)
+    bad = (3, 250, 449)
+    for i in bad:  # a field the org does not have: the CSV's header names it, so the whole job fails
+        rows[i]["Bogus__c"] = f"x{i}"
+    job = tenant.push(rows, timeout=TIMEOUT)
+    assert (job.state, job.records, job.failed_records) == ("done", 450 - len(bad), len(bad)), job
+
+    (ingest,) = _ingest_jobs(tenant)
+    assert (ingest.state, ingest.error_message, ingest.processed) == (
+        "Failed", "InvalidBatch : Field name not found : Bogus__c", 0)
+    lost = log_events(workers, tenant, "bulk_job_lost")
+    assert [(e["bulk_job"], e["state"]) for e in lost] == [(ingest.id, "Failed")]
+    assert "Field name not found" in lost[0]["detail"]
+    assert [e["records"] for e in log_events(workers, tenant, "bulk_push_unprocessed")] == [450]
+    # Every record went on by REST, in its place in the push: the three naming the field fail there, one by one.
+    assert calls(tenant, "PATCH", "composite/sobjects/Lead/External_Id__c") == 3
+    errors = sorted(job.errors, key=lambda e: e["index"])
+    assert [(e["index"], e["external_id"]) for e in errors] == [(i, f"wf-{i}") for i in bad]
+    for error in errors:
+        assert error["errors"][0]["statusCode"] == "INVALID_FIELD"
+        assert "Bogus__c" in error["errors"][0]["message"]
+    # /limits, create, upload, close, one poll, failedResults, unprocessedrecords, three collections.
+    assert job.credits == tenant.used_credits() == tenant.counted_requests() == 10
+    found = by_external_id(tenant, "wf-")
+    assert set(found) == {f"wf-{i}" for i in range(450) if i not in bad}
+    assert all(len(records) == 1 for records in found.values())
+
+
+def _ingest_jobs(tenant: Tenant) -> list[Any]:
+    with tenant.emulator.registry.lock:
+        return list(tenant.emulator.registry.org(tenant.org.name).bulk.of_kind("ingest"))
+
+
+def test_a_pull_whose_query_job_fails_queries_again_from_the_watermark(workers: Workers, make_tenant) -> None:
+    tenant: Tenant = make_tenant(records=300)
+    org = tenant.org.name
+    tenant.emulator.control.set_bulk_rate(org, 0)
+    first = tenant.pull(timeout=TIMEOUT)
+    assert (first.state, first.records) == ("done", 300)
+    records = delivered_once(workers, tenant, 300)
+    sf = salesforce(tenant)
+    changed = sorted(r["Id"] for r in records[100:110])
+    for record_id in changed:
+        sf.Lead.update(record_id, {"Title": "Changed"})
+    before, used = tenant.counted_requests(), tenant.used_credits()
+
+    tenant.emulator.control.fail_query_job(org)  # the next query job ends Failed at its first poll
+    again = tenant.pull(timeout=TIMEOUT)
+    assert (again.state, again.records) == ("done", 10), again
+    assert sorted(r["Id"] for r in delivered(workers, tenant)[300:]) == changed  # each once, nothing else
+
+    jobs = _query_jobs(tenant)
+    assert [j.state for j in jobs] == ["JobComplete", "Failed", "JobComplete"]
+    failed, recreated = jobs[1], jobs[2]
+    assert failed.error_message == "Retried more than 15 times"
+    # The new job reads from the same watermark: the same rows as the failed one would have given.
+    assert [r[0] for r in failed.rows] == [r[0] for r in recreated.rows]
+    assert len(failed.rows) >= 10  # the changed ones, and those at the watermark (skipped as delivered)
+    lost = log_events(workers, tenant, "bulk_job_lost")
+    assert [(e["bulk_job"], e["state"]) for e in lost] == [(failed.id, "Failed")]
+    assert "Retried more than 15 times" in lost[0]["detail"]
+    assert lost[0]["credits_spent"] == 2  # its create and the poll that found it Failed: the extra cost
+    assert calls(tenant, "PATCH", r"jobs/query/\w+") == 0  # a Failed job is not aborted
+    # Create and poll of the failed job, then create, poll and one results page of the new one.
+    assert again.credits == tenant.counted_requests() - before == tenant.used_credits() - used == 5
