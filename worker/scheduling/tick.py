@@ -113,7 +113,7 @@ class TickPass:
         self.redis = scheduler.redis
         self.now = now
         self.report = report
-        self.hold = now + scheduler.hold_s
+        self.hold = now + scheduler.hold_s  # set again for each batch: a long pass holds each a full TTL
         # The paused index, once per pass: only its tenants' pauses are read (once each), so a paused tenant's
         # entries cost no round trip each.
         self.paused_index = {text(t) or "" for t in cast(set[Any], self.redis.smembers(keys.PAUSED))}
@@ -233,6 +233,7 @@ class TickPass:
 
     def _claim(self, due: list[_Due], moves: list[tuple[str, float, float | None]], left: set[str]) -> list[_Due]:
         """Claim the due entries (to the hold) and move the garbage, in one script call; return those claimed."""
+        self.hold = max(self.now, self.s.clock()) + self.s.hold_s
         every = moves + [(d.entry.member, d.entry.due, self.hold) for d in due]
         if not every:
             return []
