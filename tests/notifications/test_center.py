@@ -24,9 +24,10 @@ from worker.notifications.notifier import Notifier
 
 # Spawned processes each raise the same notification once every one of them is ready to.
 _RACER = """
-import sys, redis
+import sys
+from quota.connection import connect
 from worker.notifications import NotificationCenter
-client = redis.Redis.from_url(sys.argv[1])
+client = connect(sys.argv[1])  # one node, or the cluster when tests/cluster runs this
 client.incr("crmsync:test:ready")
 client.blpop(["crmsync:test:go"], timeout=30)
 NotificationCenter(client).notify("quota_exhausted", "acme", "out of credits", window="w1", used=5, limit=5)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 import redis
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+from quota.connection import connect
 from tests.conftest import T0, FakeClock
 from tests.notifications.conftest import HookServer
 from worker import keys
@@ -64,7 +66,7 @@ def test_copies_racing_for_an_attempt_let_exactly_one_send(redis_client: redis.R
     start = threading.Barrier(8)
 
     def copy() -> None:
-        client = redis.Redis.from_url(redis_url)
+        client = cast(redis.Redis, connect(redis_url))  # one node, or the cluster under tests/cluster
         start.wait()
         claims.append(ledger(client, target).begin(T0))
         client.close()

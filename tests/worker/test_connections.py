@@ -12,6 +12,7 @@ import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from quota.connection import connect
 from quota.errors import InvalidInput, InvalidTenant
 from quota.replies import text
 from worker import keys
@@ -179,7 +180,7 @@ def test_a_production_connect_racing_a_sandbox_connect_wins(store: ConnectionSto
                                                              secret_file: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     connect_cc(store, "acme", secret_file, environment="sandbox")
-    other = redis.Redis.from_url(redis_url, decode_responses=True)
+    other = cast(redis.Redis, connect(redis_url, decode_responses=True))  # or the cluster, under tests/cluster
     raced: list[bool] = []
 
     def production_connect_in_between(value: object) -> str | None:
@@ -369,7 +370,7 @@ def test_error_classes_form_the_documented_tree() -> None:
 
 
 def test_store_works_with_a_bytes_client(redis_url: str, redis_client: redis.Redis, secret_file: Path) -> None:
-    raw = redis.Redis.from_url(redis_url)  # decode_responses=False: the worker may build its clients this way
+    raw = cast(redis.Redis, connect(redis_url))  # decode_responses=False: the worker may build its clients this way
     try:
         store = ConnectionStore(raw)
         conn = connect_cc(store, "acme", secret_file, environment="sandbox")

@@ -136,7 +136,9 @@ class DeliveryLedger:
     def _atomically(self, step: Callable[[redis.client.Pipeline, dict[str, str]], T]) -> T:
         """Run ``step`` on the record as read under ``WATCH``; it queues its writes after ``multi()``. Runs again
         if the record changed before they were applied."""
-        with self._redis.pipeline() as pipe:
+        # transaction=True: redis.Redis's default, and on a Redis Cluster the one kind of pipeline that may
+        # WATCH (the key is one slot).
+        with self._redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(self.key)  # type: ignore[no-untyped-call]  # redis-py leaves watch() untyped

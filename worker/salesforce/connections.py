@@ -158,7 +158,9 @@ class ConnectionStore:
         key = keys.connection(connection.tenant)
         # WATCH makes "was it ever production?" and the write one step: two concurrent connects cannot both
         # pass the check against a state the other one is changing.
-        with self.redis.pipeline() as pipe:
+        # transaction=True: redis.Redis's default, and on a Redis Cluster the one kind of pipeline that may
+        # WATCH (the key is one slot).
+        with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves watch() untyped
