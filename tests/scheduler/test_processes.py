@@ -120,6 +120,40 @@ def test_two_processes_ticking_together_never_double_enqueue_and_fail_over(
 
 
 @pytest.mark.slow
+def test_a_scheduler_killed_mid_batch_loses_no_entry(
+    redis_client: redis.Redis, spawn: Callable[..., subprocess.Popen[bytes]]
+) -> None:
+    """SIGKILL after claiming its second batch of 4 (before sending it): the first batch is queued, the second
+    held for a lease TTL, the third untouched; another process queues the third, then the second when the hold
+    ends, each once."""
+    clock = FakeClock()
+    schedule_all(redis_client, clock)
+    doomed = spawn("doomed", "a")
+    assert redis_client.blpop([READY], timeout=60) is not None
+    redis_client.set(CLOCK, repr(clock()))
+    redis_client.rpush(go_key("a"), 0)
+    assert doomed.wait(timeout=60) == -signal.SIGKILL
+    queued = set(pulls_by_member(redis_client))
+    untouched = {m for m in MEMBERS if redis_client.zscore(keys.SCHEDULE_DUE, m) == clock()}
+    held = set(MEMBERS) - queued - untouched  # claimed, never sent: held a lease TTL (60 s) ahead
+    assert len(queued) == len(held) == len(untouched) == 4
+    assert all(redis_client.zscore(keys.SCHEDULE_DUE, m) == clock() + 60 for m in held)
+
+    survivor = spawn("lockstep", "b")
+    assert redis_client.blpop([READY], timeout=60) is not None
+    redis_client.delete(keys.SCHEDULER_LEASE)  # the dead one's lease runs out
+    for round_, moved in enumerate((0, 60)):
+        redis_client.set(CLOCK, repr(clock() + moved))
+        redis_client.rpush(go_key("b"), round_)
+        item = redis_client.blpop([DONE], timeout=60)
+        assert item is not None
+        assert set(json.loads(item[1])["enqueued"]) == (untouched if moved == 0 else held)
+    assert pulls_by_member(redis_client) == dict.fromkeys(MEMBERS, 1)
+    redis_client.rpush(go_key("b"), "stop")
+    assert survivor.wait(timeout=30) == 0
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_the_scheduler_command_hands_over_on_a_stop_signal(
     redis_client: redis.Redis, spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path,
