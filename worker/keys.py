@@ -37,7 +37,8 @@ key                                    type    what
 ``crmsync:notify:config``              hash    notification channels (webhooks, SMTP); secrets as references
 ``crmsync:schedules``                  hash    "TENANT/OBJECT" -> pull interval in seconds
 ``crmsync:schedule:priority``          hash    "TENANT/OBJECT" -> its pulls' priority (absent: normal)
-``crmsync:schedule:due``               zset    "TENANT/OBJECT" scored by when its next pull is due
+``crmsync:schedule:due``               zset    "TENANT/OBJECT" scored by when its next pull is due (while a
+                                               scheduler queues it: when that claim's hold ends)
 ``crmsync:scheduler:lease``            string  the scheduler instance allowed to enqueue; expires
 ``crmsync:resumer:lease``              string  the worker process that checks paused tenants; expires
 =====================================  ======  ==============================================================
