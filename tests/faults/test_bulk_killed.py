@@ -46,31 +46,31 @@ def _maintenance(url: str) -> Callable[[], None]:
     return lambda: broker.do_qsize(QUEUE) and None
 
 
-def _pull_bulk(client: redis.Redis, tenant: Tenant) -> dict[str, Any]:
+def pull_bulk(client: redis.Redis, tenant: Tenant) -> dict[str, Any]:
     raw = cast(bytes | None, client.hget(keys.pull_checkpoint(tenant.name, "Lead"), "state"))
     state = json.loads(raw) if raw else {}
     return cast(dict[str, Any], state.get("bulk") or {})
 
 
-def _push_bulk(client: redis.Redis, tenant: Tenant, job_id: str) -> dict[str, Any]:
+def push_bulk(client: redis.Redis, tenant: Tenant, job_id: str) -> dict[str, Any]:
     raw = cast(bytes | None, client.hget(keys.push_records(tenant.name, job_id), "bulk"))
     return cast(dict[str, Any], json.loads(raw)) if raw else {}
 
 
-def _requests(emulator: EmulatorServer, tenant: Tenant, method: str, pattern: str) -> Counter[str]:
+def requests_to(emulator: EmulatorServer, tenant: Tenant, method: str, pattern: str) -> Counter[str]:
     """The org's requests with ``method`` on paths under /services/data/vXX.X/ matching ``pattern``, by path."""
     wanted = re.compile(rf"{method} /services/data/v[0-9.]+/{pattern}")
     return Counter({key: n for key, n in emulator.control.request_counts(tenant.org.name).items()
                     if wanted.fullmatch(key)})
 
 
-def _job_state(emulator: EmulatorServer, tenant: Tenant, kind: str, job_id: str) -> str:
+def job_state(emulator: EmulatorServer, tenant: Tenant, kind: str, job_id: str) -> str:
     """A Bulk job's state as the emulator holds it (read in-process: no counted request)."""
     with emulator.registry.lock:
         return emulator.registry.org(tenant.org.name).bulk.get(kind, job_id).state
 
 
-def _campaigns(emulator: EmulatorServer, tenant: Tenant, prefix: str) -> Counter[str]:
+def campaigns_by_id(emulator: EmulatorServer, tenant: Tenant, prefix: str) -> Counter[str]:
     """How many Campaigns carry each external id starting with ``prefix`` (read through REST)."""
     token = emulator.control.issue_token(tenant.org.name)
     http = requests.Session()
@@ -108,16 +108,16 @@ def test_sigkill_mid_poll_resumes_the_same_bulk_jobs(
     push_id = enqueue_push(client, tenant.name, "Campaign", rows, "External_Id__c")
 
     def mid_poll() -> bool:
-        push = _push_bulk(client, tenant, push_id)
-        return _pull_bulk(client, tenant).get("polls", 0) >= 2 and push.get("stage") == "closed" \
+        push = push_bulk(client, tenant, push_id)
+        return pull_bulk(client, tenant).get("polls", 0) >= 2 and push.get("stage") == "closed" \
             and push["polls"] >= 2
 
     wait_until(mid_poll, 90, "both Bulk jobs to be polled",
-               lambda: (_pull_bulk(client, tenant), _push_bulk(client, tenant, push_id)))
+               lambda: (pull_bulk(client, tenant), push_bulk(client, tenant, push_id)))
     _kill(first)
-    query_job, ingest_job = _pull_bulk(client, tenant)["job_id"], _push_bulk(client, tenant, push_id)["job_id"]
-    assert _job_state(emulator, tenant, "query", query_job) in ("UploadComplete", "InProgress")
-    assert _job_state(emulator, tenant, "ingest", ingest_job) in ("UploadComplete", "InProgress")
+    query_job, ingest_job = pull_bulk(client, tenant)["job_id"], push_bulk(client, tenant, push_id)["job_id"]
+    assert job_state(emulator, tenant, "query", query_job) in ("UploadComplete", "InProgress")
+    assert job_state(emulator, tenant, "ingest", ingest_job) in ("UploadComplete", "InProgress")
     assert tenant.job(pull_id).state != "done"
     assert tenant.job(push_id).state != "done"
 
@@ -133,10 +133,10 @@ def test_sigkill_mid_poll_resumes_the_same_bulk_jobs(
                lambda: (tenant.job(pull_id), tenant.job(push_id)))
 
     # The same Salesforce jobs went on: one create of each, one upload, and only those two jobs ever polled.
-    assert sum(_requests(emulator, tenant, "POST", "jobs/query").values()) == 1
-    assert sum(_requests(emulator, tenant, "POST", "jobs/ingest").values()) == 1
-    assert sum(_requests(emulator, tenant, "PUT", r"jobs/ingest/\w+/batches").values()) == 1
-    polled = {key.rsplit("/", 1)[1] for key in _requests(emulator, tenant, "GET", r"jobs/(query|ingest)/\w+")}
+    assert sum(requests_to(emulator, tenant, "POST", "jobs/query").values()) == 1
+    assert sum(requests_to(emulator, tenant, "POST", "jobs/ingest").values()) == 1
+    assert sum(requests_to(emulator, tenant, "PUT", r"jobs/ingest/\w+/batches").values()) == 1
+    polled = {key.rsplit("/", 1)[1] for key in requests_to(emulator, tenant, "GET", r"jobs/(query|ingest)/\w+")}
     assert polled == {query_job, ingest_job}
     assert not [e for e in second.log_events() if e.get("event") in ("bulk_job_lost", "bulk_job_recreated")]
 
@@ -149,7 +149,7 @@ def test_sigkill_mid_poll_resumes_the_same_bulk_jobs(
     # Paid for every request; a job killed after taking a credit, before its request arrived, loses that credit:
     # at most one for each of the two jobs running at the kill.
     assert tenant.counted() <= tenant.used() <= tenant.counted() + 2
-    campaigns = _campaigns(emulator, tenant, prefix)
+    campaigns = campaigns_by_id(emulator, tenant, prefix)
     assert set(campaigns) == {r["External_Id__c"] for r in rows}
     assert set(campaigns.values()) == {1}
 
@@ -169,14 +169,14 @@ def test_sigkill_mid_upload_recreates_the_ingest_job_and_writes_each_record_once
     prefix = f"up-{tenant.name}-"
     rows = [{"External_Id__c": f"{prefix}{i}", "Name": f"U{i}"} for i in range(PUSHED)]
     push_id = enqueue_push(client, tenant.name, "Campaign", rows, "External_Id__c")
-    uploading = wait_until(lambda: _push_bulk(client, tenant, push_id).get("stage") == "uploading"
-                           and _push_bulk(client, tenant, push_id), 90, "the upload to be sent",
-                           lambda: _push_bulk(client, tenant, push_id))
-    wait_until(lambda: sum(_requests(emulator, tenant, "PUT", r"jobs/ingest/\w+/batches").values()) == 1, 30,
+    uploading = wait_until(lambda: push_bulk(client, tenant, push_id).get("stage") == "uploading"
+                           and push_bulk(client, tenant, push_id), 90, "the upload to be sent",
+                           lambda: push_bulk(client, tenant, push_id))
+    wait_until(lambda: sum(requests_to(emulator, tenant, "PUT", r"jobs/ingest/\w+/batches").values()) == 1, 30,
                "the upload to arrive")
     _kill(first)
     emulator.control.clear_faults(org)
-    assert _push_bulk(client, tenant, push_id)["stage"] == "uploading"
+    assert push_bulk(client, tenant, push_id)["stage"] == "uploading"
 
     second = start_pool(env, processes=1, threads=1)
     maintain = _maintenance(redis_url)
@@ -188,15 +188,15 @@ def test_sigkill_mid_upload_recreates_the_ingest_job_and_writes_each_record_once
     wait_until(finished, DEADLINE, "the redelivered push to finish", lambda: tenant.job(push_id))
 
     # The job whose upload may have arrived was aborted, never closed nor uploaded to again; a new one did the work.
-    assert _job_state(emulator, tenant, "ingest", uploading["job_id"]) == "Aborted"
-    uploads = _requests(emulator, tenant, "PUT", r"jobs/ingest/\w+/batches")
-    assert sum(_requests(emulator, tenant, "POST", "jobs/ingest").values()) == 2
+    assert job_state(emulator, tenant, "ingest", uploading["job_id"]) == "Aborted"
+    uploads = requests_to(emulator, tenant, "PUT", r"jobs/ingest/\w+/batches")
+    assert sum(requests_to(emulator, tenant, "POST", "jobs/ingest").values()) == 2
     assert len(uploads) == 2
     assert set(uploads.values()) == {1}
     recreated = [e for e in second.log_events() if e.get("event") == "bulk_job_recreated"]
     assert [e["bulk_job"] for e in recreated] == [uploading["job_id"]]
     assert (tenant.job(push_id).records, tenant.job(push_id).failed_records) == (PUSHED, 0)
     assert tenant.counted() <= tenant.used() <= tenant.counted() + 1
-    campaigns = _campaigns(emulator, tenant, prefix)
+    campaigns = campaigns_by_id(emulator, tenant, prefix)
     assert set(campaigns) == {r["External_Id__c"] for r in rows}
     assert set(campaigns.values()) == {1}

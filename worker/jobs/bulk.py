@@ -52,11 +52,14 @@ def wait_for_job(sf: TenantSalesforce, kind: bulk.JobKind, job_id: str, *, polls
     keeps its place in the backoff) and ``saved(n)`` records the count after each poll.
 
     Raises ``BulkJobLost`` when the job failed, was aborted or is unknown, and ``SliceEnded`` between polls
-    once the job's time slice is over.
+    once the job's time slice is over: never before this slice's first poll, so every slice moves the job on
+    (a slice checked before its first poll could end, again and again, before polling at all).
     """
+    first = True
     while True:
-        if polls and slice_over():
+        if not first and slice_over():
             raise SliceEnded(f"Bulk {kind} job {job_id} is polled again in the next slice")
+        first = False
         options.sleep(options.schedule.wait(polls))
         try:
             info = sf.call(lambda s: bulk.job_info(s, kind, job_id), what=f"bulk_{kind}_poll")
