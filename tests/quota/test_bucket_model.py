@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from quota import CreditBucket, Grant, InvalidReserve
+from quota.connection import connect
 from tests.conftest import T0, FakeClock
 
 DAY = 86_400
@@ -140,7 +141,7 @@ class BucketMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        client = redis.Redis.from_url(self.redis_url)
+        client = connect(self.redis_url)  # one node, or the cluster under tests/cluster
         client.flushdb()
         self.clock = FakeClock(T0)
         self.bucket = CreditBucket(client, clock=self.clock)

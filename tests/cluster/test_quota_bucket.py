@@ -1,0 +1,6 @@
+"""``tests/quota/test_bucket.py``, run unchanged on the Redis Cluster (``redis_client`` and ``redis_url`` are the
+cluster's here, see ``conftest.py``)."""
+
+from __future__ import annotations
+
+from tests.quota.test_bucket import *  # noqa: F403
