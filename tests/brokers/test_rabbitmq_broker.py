@@ -14,9 +14,10 @@ import pika.exceptions
 import pytest
 from dramatiq.common import current_millis
 
+import worker.broker
 from tests.conftest import wait_until
-from worker.broker import build_broker
-from worker.broker.rabbitmq import BLOCKED_TIMEOUT_S, DUE_OPTION, CrmsyncRabbitmqBroker
+from worker.broker import build_broker, send_many
+from worker.broker.rabbitmq import BLOCKED_TIMEOUT_S, DUE_OPTION, TX_BATCH, CrmsyncRabbitmqBroker
 from worker.broker.redis import CrmsyncRedisBroker
 from worker.devstack.rabbitmq_server import LocalRabbitMQ
 from worker.settings import BrokerSettings, redacted_url
@@ -86,7 +87,7 @@ def test_a_dead_consumers_unacked_message_goes_to_another(rabbitmq: LocalRabbitM
         first = broker.consume("redeliver-test", prefetch=1, timeout=100)
         taken = wait_until(lambda: next(first), 30, "the first consumer to take the message")
         assert taken.message_id == message.message_id
-        first.connection._impl._transport._sock.close()  # type: ignore[attr-defined]  # dropped, no handshake
+        rabbitmq.close_connections()  # the node drops the consumer's connection, as when its worker dies
         second = broker.consume("redeliver-test", prefetch=1, timeout=100)
         again = wait_until(lambda: next(second), 30, "the message to be redelivered")
         assert (again.message_id, again.redelivered) == (message.message_id, True)
@@ -170,3 +171,27 @@ def _command_lines() -> list[str]:
         except OSError:
             continue
     return lines
+
+
+def test_send_many_commits_batches_and_survives_a_dropped_connection(rabbitmq: LocalRabbitMQ) -> None:
+    broker = CrmsyncRabbitmqBroker(url=rabbitmq.url)
+    previous = worker.broker._installed
+    worker.broker.install(broker)
+    try:
+        broker.declare_queue("many-test", ensure=True)
+        broker.flush("many-test")
+        jobs = [("a", {"n": n}) for n in range(2 * TX_BATCH + 5)]
+        send_many("many-test", jobs[:10])
+        rabbitmq.close_connections()  # the next batch finds its connection gone
+        send_many("many-test", jobs[10:])
+        assert broker.get_queue_message_counts("many-test")[0] == len(jobs)
+        consumer = broker.consume("many-test", prefetch=len(jobs), timeout=100)
+        got = [wait_until(lambda: next(consumer), 30, "a message") for _ in jobs]
+        assert sorted(m.kwargs["n"] for m in got) == list(range(len(jobs)))  # each once
+        consumer.close()
+    finally:
+        worker.broker._installed = previous
+        if previous is not None:
+            dramatiq.set_broker(previous)
+        broker.flush_all()
+        broker.close()

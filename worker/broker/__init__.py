@@ -98,13 +98,17 @@ def _unavailable(broker: dramatiq.Broker, exc: Exception) -> BrokerUnavailable:
 
 def send_many(queue_name: str, jobs: Sequence[tuple[str, dict[str, Any]]]) -> None:
     """Send one message per ``(actor_name, kwargs)`` on ``queue_name``, at once: on a Redis broker in one
-    pipeline, elsewhere one ``enqueue`` each. Raises if any was not sent (some may have been)."""
+    pipeline, on RabbitMQ in transactions of 1,000, elsewhere one ``enqueue`` each. Raises if any was not sent
+    (some may have been)."""
     broker = current()
     messages: list[dramatiq.Message[Any]] = [
         dramatiq.Message(queue_name=queue_name, actor_name=actor, args=(), kwargs=kwargs, options={})
         for actor, kwargs in jobs]
     if not isinstance(broker, RedisBroker) or "dispatch" not in getattr(broker, "scripts", {}):
         try:
+            if isinstance(broker, CrmsyncRabbitmqBroker):
+                broker.enqueue_many(messages)  # in transactions of 1,000
+                return
             for message in messages:
                 broker.enqueue(message)
         except dramatiq.errors.BrokerConnectionError as exc:  # RabbitMQ down after Dramatiq's retries

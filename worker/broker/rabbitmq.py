@@ -19,6 +19,8 @@ Added here:
   unconfirmed message lost in a dropped connection would leave it queued forever.
 - **Heartbeat**: ``CRMSYNC_BROKER_HEARTBEAT_TIMEOUT`` unless the URL sets ``heartbeat``, so a frozen worker's
   messages move on in about the time they do on the Redis broker.
+- **Batches in transactions** (``enqueue_many``, what ``send_many`` uses, so the scheduler): a confirm per
+  message costs a round trip each (about 360 messages/s here); a transaction per 1,000 messages, about 4,400/s.
 - **Blocked publishers time out**: a node under a memory or disk alarm blocks publishers; after
   ``BLOCKED_TIMEOUT_S`` (60 s, unless the URL sets ``blocked_connection_timeout``) the send fails instead of
   hanging.
@@ -33,14 +35,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import dramatiq
 import pika
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+import pika.exceptions
+from dramatiq.brokers.rabbitmq import MAX_ENQUEUE_ATTEMPTS, RabbitmqBroker
 from dramatiq.common import current_millis
+from dramatiq.errors import ConnectionClosed
 
-__all__ = ["BLOCKED_TIMEOUT_S", "DUE_OPTION", "MAX_HOLD_MS", "CrmsyncRabbitmqBroker", "connection_parameters"]
+__all__ = [
+    "BLOCKED_TIMEOUT_S", "DUE_OPTION", "MAX_HOLD_MS", "TX_BATCH", "CrmsyncRabbitmqBroker", "connection_parameters",
+]
 
 # pika logs every failed connection attempt at ERROR, with tracebacks, on top of the exception it raises; Dramatiq
 # reports a consumer's connection error in one line, and the entry points report the rest (one line, exit code).
@@ -49,6 +56,8 @@ logging.getLogger("pika").setLevel(logging.CRITICAL)
 # Well under RabbitMQ's default consumer_timeout of 30 minutes.
 MAX_HOLD_MS = 10 * 60 * 1000
 DUE_OPTION = "crmsync_due"
+# Messages per transaction in ``enqueue_many``.
+TX_BATCH = 1000
 # A node short of memory or disk blocks publishers; past this a send fails (and is retried, then reported)
 # instead of hanging the scheduler or a job forever.
 BLOCKED_TIMEOUT_S = 60.0
@@ -84,6 +93,47 @@ class CrmsyncRabbitmqBroker(RabbitmqBroker):
         if options != message.options:
             message = dataclasses.replace(message, options=options)
         return super().enqueue(message, delay=delay)
+
+    def enqueue_many(self, messages: Sequence[dramatiq.Message[Any]]) -> None:
+        """Send ``messages`` (none delayed) in transactions of ``TX_BATCH``: one round trip per batch instead of a
+        confirm per message (about 12x the rate). Returns once RabbitMQ has committed them all; a connection
+        error is retried as Dramatiq's ``enqueue`` retries it, then raises ``ConnectionClosed`` (a batch whose
+        commit was cut off may then have been sent, in part or in full, a second time: at least once)."""
+        for queue_name in {message.queue_name for message in messages}:
+            self.declare_queue(queue_name, ensure=True)
+        for start in range(0, len(messages), TX_BATCH):
+            batch = messages[start:start + TX_BATCH]
+            for attempt in range(1, MAX_ENQUEUE_ATTEMPTS + 1):
+                try:
+                    self._commit(batch)
+                    break
+                except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+                    self._drop_tx_channel()
+                    if attempt == MAX_ENQUEUE_ATTEMPTS:
+                        raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+
+    def _commit(self, batch: Sequence[dramatiq.Message[Any]]) -> None:
+        channel = self._tx_channel()
+        for message in batch:
+            self.emit_before("enqueue", message, None)
+            channel.basic_publish(exchange="", routing_key=message.queue_name, body=message.encode(),
+                                  properties=pika.BasicProperties(delivery_mode=2))
+        channel.tx_commit()
+        for message in batch:
+            self.emit_after("enqueue", message, None)
+
+    def _tx_channel(self) -> Any:
+        # A transactional channel of this thread's connection, beside Dramatiq's confirming one.
+        channel = getattr(self.state, "tx_channel", None)
+        if channel is None or not channel.is_open:
+            channel = self.connection.channel()
+            channel.tx_select()
+            self.state.tx_channel = channel
+        return channel
+
+    def _drop_tx_channel(self) -> None:
+        self.state.tx_channel = None
+        del self.connection  # Dramatiq's: closes this thread's connection and channel, the next call opens new
 
 
 def connection_parameters(url: str, timeout_s: float) -> pika.URLParameters:

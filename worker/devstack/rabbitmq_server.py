@@ -153,6 +153,13 @@ class LocalRabbitMQ:
                  if path.is_file()]
         return "\n".join(part.strip() for part in parts if part.strip())[-chars:]
 
+    def close_connections(self) -> None:
+        """Have the node close every client connection, as a restart or a network cut would (``rabbitmqctl
+        close_all_connections``); unacknowledged deliveries go back to their queues."""
+        ctl = Path(self.script).with_name("rabbitmqctl")
+        subprocess.run([str(ctl) if ctl.exists() else "rabbitmqctl", "-q", "-n", self.node, "close_all_connections",
+                        "closed by the test"], env=self.environ(), check=True, capture_output=True, timeout=120)
+
     def stop(self) -> None:
         """Stop the node (SIGTERM, which the start script turns into a clean shutdown; SIGKILL to its whole
         process group if it lingers), stop its epmd, and remove its directory."""
