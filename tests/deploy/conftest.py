@@ -41,12 +41,13 @@ class AclRedis:
         return redis.Redis.from_url(self.url(user), **options)
 
 
-def render_acl(output: Path, passwords: dict[str, str],
-               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run render-acl.sh with ``passwords`` (user -> password) and ``extra_env`` as its only environment."""
+def render_acl(output: Path, passwords: dict[str, str], extra_env: dict[str, str] | None = None,
+               template: Path = ACL_TEMPLATE) -> subprocess.CompletedProcess[str]:
+    """Run render-acl.sh on ``template`` with ``passwords`` (user -> password) and ``extra_env`` as its only
+    environment."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(extra_env or {})}
     env.update({f"CRMSYNC_REDIS_{user.upper()}_PASSWORD": pw for user, pw in passwords.items()})
-    return subprocess.run(["sh", str(RENDER_ACL), str(ACL_TEMPLATE), str(output)], env=env,
+    return subprocess.run(["sh", str(RENDER_ACL), str(template), str(output)], env=env,
                           capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -71,11 +72,12 @@ def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclRedis]:
 
 
 def acl_server(binary: str, workdir: Path, passwords: dict[str, str],
-               config: dict[str, str] | None = None) -> EmbeddedRedis:
-    """A redis-server (not started) in ``workdir`` loading the ACL file rendered with ``passwords``, plus
-    ``config``."""
+               config: dict[str, str] | None = None, template: Path = ACL_TEMPLATE) -> EmbeddedRedis:
+    """A redis-server (not started) in ``workdir`` loading the ACL file rendered from ``template`` with
+    ``passwords``, plus ``config``."""
+    workdir.mkdir(parents=True, exist_ok=True)
     acl_file = workdir / "users.acl"
-    rendered = render_acl(acl_file, passwords)
+    rendered = render_acl(acl_file, passwords, template=template)
     assert rendered.returncode == 0, rendered.stderr
 
     def probe(port: int) -> redis.Redis:
