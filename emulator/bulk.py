@@ -159,8 +159,8 @@ def _results(call: Call, bulk: BulkJobs, job: QueryJob) -> Reply:
     offset = decode_locator(call.params["locator"]) if "locator" in call.params else 0
     if offset is None or offset > len(job.rows):
         raise ApiError(400, "INVALID_QUERY_LOCATOR", f"invalid locator: {call.params['locator']}")
-    # "The request is still subject to the size limits" (maxRecords, Get Results for a Query Job): a set may hold
-    # fewer records than asked for, which the org's results cap stands for.
+    # maxRecords is "The maximum number of records to retrieve per set of results" (Get Results for a Query Job):
+    # a set may hold fewer, as the org's results cap makes it.
     limit = int(text) if bulk.results_cap is None else min(int(text), bulk.results_cap)
     data, count, locator = job.page(offset, limit)
     return Reply(200, data, {"Sforce-Locator": locator, "Sforce-NumberOfRecords": str(count)}, _CSV)
