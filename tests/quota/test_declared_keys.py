@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -152,8 +152,10 @@ def test_the_bucket_scripts_touch_only_declared_keys(spy: tuple[redis.Redis, Key
 
 def test_the_worker_scripts_touch_only_declared_keys(spy: tuple[redis.Redis, KeySpy]) -> None:
     client, watcher = spy
-    run: Callable[[str, list[str], list[Any]], Any] = \
-        lambda name, k, a: LuaScript(name, package="worker")(client.execute_command, k, a)
+
+    def run(name: str, script_keys: list[str], args: list[Any]) -> Any:
+        return LuaScript(name, package="worker")(client.execute_command, script_keys, args)
+
     pauses = PauseStore(client, clock=FakeClock(T0))
     job = ParkedJob("crmsync_pull", {"tenant": "acme", "sobject": "Lead", "job_id": "j1", "seq": 1})
     pauses.park("acme", job, "quota_exhausted", "empty", "normal")
