@@ -13,12 +13,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 
 from emulator import EmulatorServer, OrgInfo
 from quota import CreditBucket
+from quota.connection import connect
 from worker.devstack.processes import stop_group
 from worker.enqueue import enqueue_pull, enqueue_push, wait_for
 from worker.jobs.state import TERMINAL, JobRecord
@@ -112,7 +114,7 @@ class Tenant:
 
 @pytest.fixture
 def make_tenant(emulator: EmulatorServer, redis_url: str, tmp_path: Path):
-    client = redis.Redis.from_url(redis_url)
+    client = cast(redis.Redis, connect(redis_url))  # one node, or the cluster under tests/cluster
 
     def make(records: int = 50, limit: int = 100_000, environment: str = "production") -> Tenant:
         name = f"t{next(_names)}-{os.getpid()}"
