@@ -23,6 +23,7 @@ import pytest
 import redis
 from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker
+from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -42,7 +43,8 @@ from worker.scheduling.schedules import ScheduleStore
 
 CRMSYNC = str(Path(sys.executable).with_name("crmsync"))
 SAMPLE_ARGS = {"tenant": "acme", "sobject": "Lead", "job_id": "0123abcd", "kind": "quota_warning",
-               "window": "1795996800", "notification_id": "1795996800-0", "target": "webhook:0a1b2c3d"}
+               "window": "1795996800", "notification_id": "1795996800-0", "target": "webhook:0a1b2c3d",
+               "end": 1795996800}
 BROKER_KEYS = [f"{NAMESPACE}:crmsync", f"{NAMESPACE}:crmsync.msgs", f"{NAMESPACE}:crmsync.XQ",
                f"{NAMESPACE}:crmsync.XQ.msgs", f"{NAMESPACE}:__heartbeats__", f"{NAMESPACE}:__acks__.w1.crmsync",
                f"{NAMESPACE}:crmsync-notify", f"{NAMESPACE}:crmsync-notify.DQ"]
@@ -59,6 +61,7 @@ ACCESS: dict[str, dict[str, str]] = {
     "audit": {"worker": "r", "scheduler": "", "metrics": ""},
     "window_prefix": {"worker": "rw", "scheduler": "", "metrics": "r"},
     "rolling_window": {"worker": "rw", "scheduler": "", "metrics": "r"},
+    "daily_counter": {"worker": "rw", "scheduler": "", "metrics": "r"},
     "org_usage": {"worker": "rw", "scheduler": "", "metrics": "r"},
     "bulk_budget": {"worker": "rw", "scheduler": "", "metrics": "r"},
     "pull_checkpoint": {"worker": "rw", "scheduler": "", "metrics": ""},
@@ -198,6 +201,25 @@ def test_dangerous_commands_are_breakglass_only(breakglass: redis.Redis, command
     for user in ("admin", *SERVICES):
         assert not allowed(breakglass, user, *command), f"{user} may run {' '.join(command)}"
     assert allowed(breakglass, "breakglass", *command)
+
+
+# What redis-py's RedisCluster sends to map slots and follow them while they move, and what crmsync's topology
+# check at start asks (quota/connection.py): every service may; changing the cluster is breakglass's (and the
+# cluster nodes' clusteradmin, tests/deploy/test_scale_out_live.py).
+CLUSTER_CLIENT = [("CLUSTER", "SLOTS"), ("CLUSTER", "SHARDS"), ("CLUSTER", "NODES"), ("CLUSTER", "INFO"),
+                  ("INFO", "cluster"), ("READONLY",), ("READWRITE",), ("ASKING",)]
+CLUSTER_CHANGES = [("CLUSTER", "MEET", "127.0.0.1", "7000"), ("CLUSTER", "ADDSLOTS", "1"), ("CLUSTER", "FAILOVER"),
+                   ("CLUSTER", "RESET"), ("CLUSTER", "FORGET", "x"), ("CLUSTER", "SETSLOT", "1", "STABLE"),
+                   ("CLUSTER", "REPLICATE", "x"), ("CLUSTER", "FLUSHSLOTS")]
+
+
+@pytest.mark.parametrize("user", ["admin", *SERVICES])
+def test_every_service_may_use_a_cluster_and_change_none(breakglass: redis.Redis, user: str) -> None:
+    for command in CLUSTER_CLIENT:
+        assert allowed(breakglass, user, *command), f"{user} may not run {' '.join(command)}"
+    for command in CLUSTER_CHANGES:
+        assert not allowed(breakglass, user, *command), f"{user} may run {' '.join(command)}"
+        assert allowed(breakglass, "breakglass", *command)
 
 
 def test_breakglass_repairs_redis_itself(breakglass: redis.Redis) -> None:
@@ -446,6 +468,12 @@ def test_scheduler_reaches_nothing_else(acl_redis: AclRedis, admin: redis.Redis,
 
 # -- metrics: reads what its gauges read, nothing else, writes nothing --------------------------------------
 
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """(name, sorted labels) -> value of every sample of an exposition, whatever its number format."""
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
 def test_metrics_reads_tenant_gauges_and_writes_nothing(acl_redis: AclRedis, admin: redis.Redis,
                                                         worker: redis.Redis, metrics: redis.Redis) -> None:
     CreditBucket(admin).set_limit("acme", 100_000, actor="acl-test")
@@ -453,15 +481,16 @@ def test_metrics_reads_tenant_gauges_and_writes_nothing(acl_redis: AclRedis, adm
     PauseStore(worker).park("acme", ParkedJob("crmsync_pull", {"tenant": "acme", "sobject": "Lead", "job_id": "j1",
                                                                "seq": 1}), "quota_exhausted", "empty")
     worker.hset(keys.org_usage("acme"), mapping={"used": 5, "max": 100_000, "at": 1})
-    text = scrape(build_registry(metrics, None))
-    assert "crmsync_tenant_scrape_success 1.0" in text
-    assert "crmsync_tenant_scrape_errors 0.0" in text
-    assert 'crmsync_quota_used{tenant="acme"} 7.0' in text
-    assert 'crmsync_quota_limit{tenant="acme"} 100000.0' in text
-    assert 'crmsync_tenant_paused{reason="quota_exhausted",tenant="acme"} 1.0' in text
-    assert 'crmsync_parked_jobs{tenant="acme"} 1.0' in text
-    assert 'crmsync_org_api_usage{tenant="acme"} 5.0' in text
-    assert 'crmsync_redis_maxmemory_policy_info{policy="noeviction"} 1.0' in text
+    samples = _samples(scrape(build_registry(metrics, None)))
+    acme = (("tenant", "acme"),)
+    assert samples[("crmsync_tenant_scrape_success", ())] == 1
+    assert samples[("crmsync_tenant_scrape_errors", ())] == 0
+    assert samples[("crmsync_quota_used", acme)] == 7
+    assert samples[("crmsync_quota_limit", acme)] == 100_000
+    assert samples[("crmsync_tenant_paused", (("reason", "quota_exhausted"), ("tenant", "acme")))] == 1
+    assert samples[("crmsync_parked_jobs", acme)] == 1
+    assert samples[("crmsync_org_api_usage", acme)] == 5
+    assert samples[("crmsync_redis_maxmemory_policy_info", (("policy", "noeviction"),))] == 1
     with pytest.raises(QuotaUnavailable):  # the script's INCRBY is refused: nothing written
         CreditBucket(metrics).take("acme", 1)
     assert CreditBucket(admin).status("acme").used == 7
@@ -513,12 +542,13 @@ def test_metrics_waits_for_a_worker_to_load_the_metering_script(admin: redis.Red
     CreditBucket(admin).set_limit("acme", 100_000, actor="acl-test")
     breakglass.script_flush()  # as after a restart or a failover
     registry = build_registry(metrics, None)
-    assert "crmsync_tenant_scrape_success 0.0" in scrape(registry)
-    assert 'crmsync_quota_limit{tenant="acme"}' not in scrape(registry)
+    before = _samples(scrape(registry))
+    assert before[("crmsync_tenant_scrape_success", ())] == 0
+    assert ("crmsync_quota_limit", (("tenant", "acme"),)) not in before
     CreditBucket(worker).take("acme", 1)  # what a worker does at start and on its first take
-    text = scrape(registry)
-    assert "crmsync_tenant_scrape_success 1.0" in text
-    assert 'crmsync_quota_used{tenant="acme"} 1.0' in text
+    after = _samples(scrape(registry))
+    assert after[("crmsync_tenant_scrape_success", ())] == 1
+    assert after[("crmsync_quota_used", (("tenant", "acme"),))] == 1
 
 
 # -- the default user, and the template -------------------------------------------------------------------
