@@ -11,7 +11,7 @@ variable                               meaning                                  
                                        server (cluster or not, slots unserved) stops every command at
                                        start: one line, exit 2 (``quota.connection``)
 ``BROKER_URL``                         the Dramatiq broker: ``amqp://``, ``amqps://`` (RabbitMQ),      REDIS_URL
-                                       ``redis://``, ``rediss://`` (one Redis node, not a cluster)
+                                       ``redis://``, ``rediss://``, ``unix://`` (one Redis node)
 ``CRMSYNC_ACTOR``                      who ``crmsync quota set`` records in the audit trail            login name
 ``CRMSYNC_DATA_DIR``                   where the default sink writes pulled records                    var/data
 ``CRMSYNC_LOG_FORMAT``                 ``json`` or ``console``                                         by terminal
@@ -207,7 +207,7 @@ class WorkerSettings:
         )
 
 
-BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}
+BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "unix": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}
 _CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
@@ -243,8 +243,8 @@ class BrokerSettings:
 
     @property
     def kind(self) -> str:
-        """``redis`` or ``rabbitmq``, by the URL's scheme."""
-        return BROKER_SCHEMES[_scheme(self.url)]
+        """``rabbitmq`` for an ``amqp://`` or ``amqps://`` URL, else ``redis``."""
+        return BROKER_SCHEMES.get(_scheme(self.url), "redis")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BrokerSettings:
@@ -260,8 +260,8 @@ class BrokerSettings:
                 raise ValueError(f"BROKER_URL={redacted_url(url)}: names a Redis Cluster, and Dramatiq's Redis broker "
                                  "cannot run on a cluster: use RabbitMQ (amqp://) or one Redis node (redis://)")
             if scheme not in BROKER_SCHEMES:
-                raise ValueError(f"BROKER_URL={redacted_url(url)}: expected an amqp://, amqps://, redis:// or "
-                                 "rediss:// URL")
+                raise ValueError(f"BROKER_URL={redacted_url(url)}: expected an amqp://, amqps://, redis://, "
+                                 "rediss:// or unix:// URL")
         else:
             url = redis_url(environ)
             if _scheme(url) in _CLUSTER_SCHEMES:
