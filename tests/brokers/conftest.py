@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -26,7 +27,9 @@ from worker.broker import NAMESPACE, build_broker
 from worker.enqueue import QUEUE
 from worker.settings import BrokerSettings
 
-__all__ = ["BrokerUnderTest", "broker", "emulator", "secrets_dir", "start_pool"]  # fixtures these tests use
+__all__ = [  # with the fixtures these tests use
+    "BrokerUnderTest", "broker", "emulator", "purge_rabbitmq", "secrets_dir", "sending_through", "start_pool",
+]
 
 # Every queue a pool declares: the jobs' and the notification deliveries', each with its delay and dead letters.
 _QUEUES = [f"{name}{suffix}" for name in (QUEUE, "crmsync-notify") for suffix in ("", ".DQ", ".XQ")]
@@ -92,7 +95,24 @@ class BrokerUnderTest:
             connection.close()
 
 
-def _purge(url: str) -> None:
+@contextmanager
+def sending_through(broker_url: str, redis_url: str) -> Iterator[dramatiq.Broker]:
+    """This process sends its messages through the broker at ``broker_url`` inside the block (``worker.broker``'s
+    installed broker is swapped, then restored: later tests send through the session's)."""
+    previous = worker.broker._installed
+    sender = worker.broker.install(build_broker(BrokerSettings.from_env({"REDIS_URL": redis_url,
+                                                                         "BROKER_URL": broker_url})))
+    try:
+        yield sender
+    finally:
+        sender.close()
+        worker.broker._installed = previous
+        if previous is not None:
+            dramatiq.set_broker(previous)
+
+
+def purge_rabbitmq(url: str) -> None:
+    """Empty every queue a pool declares on the RabbitMQ at ``url`` (the session's is shared by the tests)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
@@ -110,15 +130,8 @@ def broker(request: pytest.FixtureRequest, redis_url: str, redis_client: redis.R
     """The broker under test, empty, and this process sending through it (``redis_client`` flushed Redis)."""
     if request.param == "rabbitmq":
         url = str(request.getfixturevalue("rabbitmq_url"))
-        _purge(url)
+        purge_rabbitmq(url)
     else:
         url = redis_url
-    previous = worker.broker._installed  # restored below: later tests send through the session's
-    sender = worker.broker.install(build_broker(BrokerSettings.from_env({"REDIS_URL": redis_url, "BROKER_URL": url})))
-    try:
+    with sending_through(url, redis_url):
         yield BrokerUnderTest(str(request.param), url, redis_url)
-    finally:
-        sender.close()
-        worker.broker._installed = previous
-        if previous is not None:
-            dramatiq.set_broker(previous)
