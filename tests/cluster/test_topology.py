@@ -28,8 +28,8 @@ def half_cluster() -> Iterator[EmbeddedRedis]:
 
 
 def _run(*args: str, url: str) -> subprocess.CompletedProcess[str]:
-    # The broker on its own single node (a cluster REDIS_URL requires one): only REDIS_URL is under test.
-    env = {**os.environ, "REDIS_URL": url, "BROKER_URL": os.environ["REDIS_URL"]}
+    # BROKER_URL (the single node, set by conftest.py) stays: a cluster REDIS_URL requires one.
+    env = {**os.environ, "REDIS_URL": url}
     return subprocess.run([sys.executable, "-m", "worker.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120, check=False)
 
@@ -76,8 +76,8 @@ def test_a_single_node_url_on_a_cluster_node_is_refused(redis_cluster: LocalRedi
         _one_line_exit_2(_run(*args, url=url), "one node of a Redis Cluster", "redis+cluster://")
 
 
-def test_a_cluster_url_on_a_single_node_is_refused(redis_url: str) -> None:
-    port = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
+def test_a_cluster_url_on_a_single_node_is_refused(single_node_url: str) -> None:
+    port = redis.Redis.from_url(single_node_url).connection_pool.connection_kwargs["port"]
     url = f"redis+cluster://127.0.0.1:{port}/"
     with pytest.raises(RedisTopologyError, match="not in cluster mode"):
         CreditBucket.from_url(url)
@@ -85,9 +85,9 @@ def test_a_cluster_url_on_a_single_node_is_refused(redis_url: str) -> None:
         _one_line_exit_2(_run(*args, url=url), "not in cluster mode")
 
 
-def test_credentials_redis_refuses_are_one_line_without_the_password(redis_url: str,
+def test_credentials_redis_refuses_are_one_line_without_the_password(single_node_url: str,
                                                                      redis_cluster: LocalRedisCluster) -> None:
-    port = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
+    port = redis.Redis.from_url(single_node_url).connection_pool.connection_kwargs["port"]
     for url in (f"redis+cluster://:hunter2@127.0.0.1:{redis_cluster.nodes[0].port}/",
                 f"redis://app:hunter2@127.0.0.1:{port}/0"):
         with pytest.raises(RedisConfigError, match="refused the URL's user or password"):
