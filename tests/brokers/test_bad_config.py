@@ -5,6 +5,7 @@ send exits 1 with one line. Real subprocesses, a real RabbitMQ and a real Redis.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def test_an_unreachable_rabbitmq_is_one_line_and_exit_2(args: list[str]) -> None
     url = f"amqp://{USER}:{PASSWORD}@127.0.0.1:{free_loopback_port()}/%2F"
     line = _refused(_run(args, BROKER_URL=url), 2, "RabbitMQ broker", "unreachable", "ConnectionRefusedError")
     assert f"amqp://{USER}:***@127.0.0.1:" in line
+
+
+@pytest.mark.parametrize("args", STARTERS)
+@pytest.mark.parametrize("scheme", ["amqp", "redis"])
+def test_a_broker_that_never_answers_is_one_line_and_exit_2(args: list[str], scheme: str) -> None:
+    # A port that accepts connections and says nothing: the check gives up after its timeout, it never hangs.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"{scheme}://{USER}:{PASSWORD}@127.0.0.1:{silent.getsockname()[1]}/"
+        _refused(_run(args, BROKER_URL=url), 2, "unreachable", "Timeout")
 
 
 @pytest.mark.parametrize("args", STARTERS)

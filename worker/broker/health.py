@@ -70,7 +70,7 @@ def _check_rabbitmq(url: str, timeout_s: float) -> str | None:
         return "login refused (wrong user or password)"
     except pika.exceptions.ProbableAccessDeniedError:
         return "access refused (the user may not use this virtual host)"
-    except pika.exceptions.AMQPError as exc:
+    except Exception as exc:  # pika raises some connector errors unwrapped (a handshake timeout)
         return f"unreachable ({describe_error(exc)})"
     try:
         connection.channel().close()
@@ -88,7 +88,7 @@ def _check_redis(url: str, timeout_s: float) -> str | None:
         client.ping()
     except redis.AuthenticationError:
         return "login refused (wrong user or password)"
-    except redis.ConnectionError as exc:
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
         return f"unreachable ({type(exc).__name__}: {exc})"
     except redis.RedisError as exc:  # NOPERM and the like
         return f"refused ({type(exc).__name__}: {exc})"
@@ -106,6 +106,8 @@ def describe_error(exc: BaseException) -> str:
         if not isinstance(inner, BaseException):
             break
         exc = inner
+    if "Timeout" in type(exc).__name__ and "handshake" in str(exc):  # pika's text lists the socket's every field
+        return f"{type(exc).__name__}: no AMQP handshake in time"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
