@@ -33,7 +33,7 @@ from quota import CreditBucket
 from quota.connection import connect_checked
 from quota.errors import RedisTopologyError
 from tests.conftest import wait_until
-from tests.deploy.conftest import DEPLOY, new_passwords
+from tests.deploy.conftest import DEPLOY, AclRedis, acl_binary, acl_server, new_passwords
 from worker.devstack.redis_cluster import find_cli_binary
 from worker.devstack.redis_server import die_with_parent, find_server_binary, free_loopback_port
 from worker.metrics.server import build_registry, scrape
@@ -274,6 +274,34 @@ def test_the_nodes_own_users_reach_no_key(cluster: DeployCluster) -> None:
     with pytest.raises(redis.exceptions.NoPermissionError):
         replica.cluster("INFO")
     replica.close()
+
+
+def test_moving_a_single_redis_into_the_cluster(cluster: DeployCluster, tmp_path: Path) -> None:
+    # deploy/README.md's move: `redis-cli --cluster import` as breakglass on both sides copies every key to the
+    # node serving its slot; the tenants' state then reads the same through the cluster.
+    passwords = new_passwords()
+    with acl_server(acl_binary(), tmp_path / "single", passwords) as single:
+        old = AclRedis(single.port, passwords)
+        admin, worker = old.client("admin"), old.client("worker")
+        for tenant, taken in (("hooli", 3), ("initech", 11)):
+            CreditBucket(admin).set_limit(tenant, 100_000, actor="scale-out-test")
+            assert CreditBucket(worker).take(tenant, taken).granted
+        admin.close()
+        worker.close()
+        env = {"PATH": cluster.env(0)["PATH"], "REDISCLI_AUTH": cluster.passwords["breakglass"]}
+        moved = subprocess.run(
+            ["redis-cli", "--user", "breakglass", "--no-auth-warning", "--cluster", "import",
+             f"127.0.0.1:{cluster.ports[0]}", "--cluster-from", f"127.0.0.1:{single.port}",
+             "--cluster-from-user", "breakglass", "--cluster-from-pass", passwords["breakglass"],
+             "--cluster-copy", "--cluster-replace"],
+            env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert moved.returncode == 0, moved.stdout + moved.stderr
+    client = connect_checked(cluster.url("admin"))
+    statuses = {tenant: CreditBucket(client).status(tenant) for tenant in ("hooli", "initech")}
+    assert {"hooli", "initech"} <= {member.decode() for member in client.smembers("crmsync:tenants")}
+    client.close()
+    assert {tenant: (s.limit, s.used) for tenant, s in statuses.items()} == {"hooli": (100_000, 3),
+                                                                           "initech": (100_000, 11)}
 
 
 def test_a_whole_cluster_restart_with_new_addresses_comes_back(cluster: DeployCluster) -> None:
