@@ -3,9 +3,11 @@ Salesforce jobs (never a second create, never a second upload to a job), nothing
 every request is paid for.
 
 As in ``test_worker_killed``, SIGKILL to the process group kills the Dramatiq worker processes mid-step; the
-messages are redelivered once the dead pool's heartbeat is older than 3 s, and run once its object locks expire.
-The org processes Bulk jobs slowly (records per second on the real clock), so the jobs are still being polled
-when the pool dies.
+test requeues the dead pool's messages once its heartbeat is older than 3 s, and they run once its object locks
+expire. Nothing depends on the machine's speed: the org holds the Bulk jobs InProgress (a record a second) until
+the pool is dead, then lets them finish; an upload is held in flight by a planned 30 s answer; and the pools keep
+Dramatiq's 60 s heartbeat timeout, so a live worker stalled a few seconds on a loaded machine is never taken for
+dead (its running job would be handed to a second worker).
 """
 
 from __future__ import annotations
@@ -38,12 +40,26 @@ HEARTBEAT_S = 3
 DEADLINE = LOCK_TTL_S + 150
 
 
-def _maintenance(url: str) -> Callable[[], None]:
-    """Dramatiq's broker maintenance (requeue the messages of workers silent past the heartbeat timeout) on every
-    call, so the test does not wait on its dice roll (see ``test_worker_killed``)."""
+def _requeue_dead(url: str, client: redis.Redis) -> Callable[[], None]:
+    """Call after the kill: each call runs Dramatiq's broker maintenance (requeue the messages of workers silent
+    for HEARTBEAT_S, see ``test_worker_killed``) until the workers known now (the dead pool's) hold no message,
+    and nothing after that: later, it could take a live worker of the new pool, stalled for a few seconds, for
+    dead and hand its running job to another worker."""
     broker = RedisBroker(url=url, namespace=NAMESPACE, heartbeat_timeout=HEARTBEAT_S * 1000,
                          maintenance_chance=1_000_000)
-    return lambda: broker.do_qsize(QUEUE) and None
+    dead = [m.decode() for m in cast(list[bytes], client.zrange(f"{NAMESPACE}:__heartbeats__", 0, -1))]
+    done = False
+
+    def holding() -> bool:  # the unacknowledged messages of the queue the maintenance below looks after
+        return any(int(client.scard(f"{NAMESPACE}:__acks__.{worker}.{QUEUE}")) for worker in dead)  # type: ignore[arg-type]
+
+    def step() -> None:
+        nonlocal done
+        if not done:
+            broker.do_qsize(QUEUE)
+            done = not holding()
+
+    return step
 
 
 def pull_bulk(client: redis.Redis, tenant: Tenant) -> dict[str, Any]:
@@ -98,9 +114,9 @@ def test_sigkill_mid_poll_resumes_the_same_bulk_jobs(
 ) -> None:
     client = redis.Redis.from_url(redis_url)
     tenant = connect_tenant(emulator, client, secrets_dir, records=RECORDS)
-    # About 45 s for the query job, 33 s for the ingest job: both are InProgress, being polled, when the pool dies.
-    emulator.control.set_bulk_rate(tenant.org.name, 600)
-    env = worker_environment(redis_url, tmp_path / "data", CRMSYNC_BROKER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S))
+    # A record a second: both jobs are InProgress, being polled, when the pool dies, however slow the machine.
+    emulator.control.set_bulk_rate(tenant.org.name, 1)
+    env = worker_environment(redis_url, tmp_path / "data")
     first = start_pool(env, processes=2, threads=2)
     prefix = f"bk-{tenant.name}-"
     rows = [{"External_Id__c": f"{prefix}{i}", "Name": f"K{i}"} for i in range(PUSHED)]
@@ -121,11 +137,12 @@ def test_sigkill_mid_poll_resumes_the_same_bulk_jobs(
     assert tenant.job(pull_id).state != "done"
     assert tenant.job(push_id).state != "done"
 
+    requeue = _requeue_dead(redis_url, client)
+    emulator.control.set_bulk_rate(tenant.org.name, 0, running=True)  # both done by their next poll
     second = start_pool(env, processes=2, threads=2)
-    maintain = _maintenance(redis_url)
 
     def finished() -> bool:
-        maintain()
+        requeue()
         return tenant.job(pull_id).state == "done" and tenant.job(push_id).state == "done"
 
     # The dead pool's object locks expire after LOCK_TTL_S; until then the redelivered jobs wait (JobBusy).
@@ -162,9 +179,11 @@ def test_sigkill_mid_upload_recreates_the_ingest_job_and_writes_each_record_once
     tenant = connect_tenant(emulator, client, secrets_dir, records=0)
     org = tenant.org.name
     emulator.control.set_bulk_rate(org, 0)
-    # Every answer takes two seconds: the pool dies while its upload is in flight (it arrived; the answer did not).
-    emulator.control.set_faults(org, latency=2.0)
-    env = worker_environment(redis_url, tmp_path / "data", CRMSYNC_BROKER_HEARTBEAT_TIMEOUT=str(HEARTBEAT_S))
+    # /limits and the create are answered at once, the upload 30 s after it arrived: the pool dies while the upload
+    # is in flight (it arrived; the answer did not).
+    emulator.control.inject_fault(org, "latency", 2, latency=0.0)
+    emulator.control.inject_fault(org, "latency", 1, latency=30.0)
+    env = worker_environment(redis_url, tmp_path / "data")
     first = start_pool(env, processes=1, threads=1)
     prefix = f"up-{tenant.name}-"
     rows = [{"External_Id__c": f"{prefix}{i}", "Name": f"U{i}"} for i in range(PUSHED)]
@@ -177,12 +196,14 @@ def test_sigkill_mid_upload_recreates_the_ingest_job_and_writes_each_record_once
     _kill(first)
     emulator.control.clear_faults(org)
     assert push_bulk(client, tenant, push_id)["stage"] == "uploading"
+    held = [e for e in emulator.control.request_log(org) if e["method"] == "PUT"]
+    assert [e["latency"] for e in held] == [30.0]  # the planned answers fell where meant
 
+    requeue = _requeue_dead(redis_url, client)
     second = start_pool(env, processes=1, threads=1)
-    maintain = _maintenance(redis_url)
 
     def finished() -> bool:
-        maintain()
+        requeue()
         return tenant.job(push_id).state == "done"
 
     wait_until(finished, DEADLINE, "the redelivered push to finish", lambda: tenant.job(push_id))
