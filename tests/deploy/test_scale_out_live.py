@@ -221,6 +221,16 @@ def test_creating_again_changes_nothing(cluster: DeployCluster) -> None:
     assert cluster.settled()
 
 
+def test_clusteradmin_checks_the_cluster(cluster: DeployCluster) -> None:
+    # deploy/README.md's check, as the user it names.
+    env = {"PATH": cluster.env(0)["PATH"], "REDISCLI_AUTH": cluster.passwords["clusteradmin"]}
+    check = subprocess.run(["redis-cli", "--user", "clusteradmin", "--no-auth-warning", "--cluster", "check",
+                            f"127.0.0.1:{cluster.ports[0]}"], env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "[OK] All 16384 slots covered." in check.stdout
+
+
 def test_each_service_runs_on_the_cluster_as_its_own_user(cluster: DeployCluster) -> None:
     _reset_refusals(cluster)
     env = {**os.environ, "REDIS_URL": cluster.url("admin"), "CRMSYNC_ACTOR": "scale-out-test"}
