@@ -12,6 +12,7 @@ BENCHMARKS = [
     "bench.resume_bench",
     "bench.cli_bench",
     "bench.scheduler_bench",
+    "bench.scale_bench",
 ]
 
 
