@@ -115,3 +115,10 @@ def test_a_cluster_not_ok_is_given_time_then_refused(half_cluster: EmbeddedRedis
         check_topology(half, "redis://127.0.0.1/0")
     half.close()
     client.close()
+
+
+def test_metrics_and_the_scheduler_refuse_a_single_node_url_on_a_cluster_node(
+        redis_cluster: LocalRedisCluster) -> None:
+    url = f"redis://127.0.0.1:{redis_cluster.nodes[0].port}/0"
+    for args in (("metrics", "--port", "0"), ("scheduler", "--tick", "1"), ("status",)):
+        _one_line_exit_2(_run(*args, url=url), "one node of a Redis Cluster")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from quota.connection import RedisClient, connect
+from quota.connection import RedisClient, connect_checked
 from worker.cli import Subcommands, add_command
 from worker.cli import main as crmsync
 from worker.errors import CommandError
@@ -42,9 +42,10 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     client: RedisClient | None = None
     if not args.no_tenants:
         # Timeouts and no retries, so a scrape while Redis hangs answers (with crmsync_tenant_scrape_success 0)
-        # within Prometheus's default 10 s scrape timeout.
-        client = connect(redis_url(), socket_connect_timeout=_REDIS_TIMEOUT_S, socket_timeout=_REDIS_TIMEOUT_S,
-                         retry=None)
+        # within Prometheus's default 10 s scrape timeout. A Redis that is not what REDIS_URL names (cluster or
+        # not, slots unserved) stops the command at start: one line, exit 2.
+        client = connect_checked(redis_url(), socket_connect_timeout=_REDIS_TIMEOUT_S,
+                                 socket_timeout=_REDIS_TIMEOUT_S, retry=None)
     directory = args.multiproc_dir or multiproc_dir()
     if directory is not None:
         # The worker pool may start after us; its files appear here then (it empties the directory, never
