@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.e2e.conftest import Tenant, Workers
 from tests.e2e.test_bulk_jobs import (
     by_external_id,
@@ -23,6 +24,9 @@ from tests.e2e.test_bulk_jobs import (
     log_events,
     salesforce,
 )
+from worker.enqueue import PUSH_ACTOR, send_job
+from worker.jobs.state import JobStore
+from worker.notifications import recent
 
 TIMEOUT = 180
 
@@ -30,6 +34,10 @@ TIMEOUT = 180
 @pytest.fixture(scope="module")
 def worker_env(worker_env: dict[str, str]) -> dict[str, str]:
     return {**worker_env, "CRMSYNC_BULK": "always"}
+
+
+def recent_kinds(tenant: Tenant, kind: str) -> list[Any]:
+    return [n for n in recent(tenant.client, tenant.name, limit=100) if n.kind == kind]
 
 
 def _query_jobs(tenant: Tenant) -> list[Any]:
@@ -132,3 +140,28 @@ def test_a_pull_whose_query_job_fails_queries_again_from_the_watermark(workers: 
     assert calls(tenant, "PATCH", r"jobs/query/\w+") == 0  # a Failed job is not aborted
     # Create and poll of the failed job, then create, poll and one results page of the new one.
     assert again.credits == tenant.counted_requests() - before == tenant.used_credits() - used == 5
+
+
+def test_a_push_message_delivered_again_after_the_job_is_done_changes_nothing(workers: Workers,
+                                                                               make_tenant) -> None:
+    # Delivery is at least once: a worker killed after its job ended but before the broker heard of it, or a live
+    # worker taken for dead, has its message delivered again. The job is done: it must stay so, its records sent once.
+    tenant: Tenant = make_tenant(records=0)
+    tenant.emulator.control.set_bulk_rate(tenant.org.name, 0)
+    job = tenant.push(lead_rows("again-", 20), timeout=TIMEOUT)
+    assert (job.state, job.records) == ("done", 20), job
+    before = tenant.counted_requests()
+    send_job(PUSH_ACTOR, {"tenant": tenant.name, "sobject": "Lead", "external_id": "External_Id__c",
+                          "job_id": job.job_id, "seq": 1})
+    jobs = JobStore(tenant.client)
+
+    def handled() -> bool:
+        record = jobs.get(tenant.name, job.job_id)
+        return bool(log_events(workers, tenant, "job_already_done")) or record is None or record.state != "done"
+
+    wait_until(handled, TIMEOUT, "the message delivered again to be handled")
+    again = jobs.get(tenant.name, job.job_id)
+    assert again is not None
+    assert (again.state, again.records, again.credits, again.error) == ("done", 20, job.credits, job.error), again
+    assert tenant.counted_requests() == before
+    assert not recent_kinds(tenant, "job_failed")

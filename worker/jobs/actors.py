@@ -194,6 +194,12 @@ def _run(job: Job, body: JobBody) -> None:
     try:
         result: object = None
         error: Exception | None = None
+        known = runtime.jobs.get(job.tenant, job.job_id)
+        if known is not None and known.state == "done":
+            # Delivery is at least once (a worker killed after the job ended, before its ack, or taken for dead
+            # while it ran): the job is over. Run again, a push would find its records gone and fail a done job.
+            log.info("job_already_done")
+            return
         try:
             pause = runtime.pauses.get(job.tenant)
             if pause is not None and pause.holds(job.priority):
