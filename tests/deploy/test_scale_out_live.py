@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -259,6 +260,30 @@ def test_each_service_runs_on_the_cluster_as_its_own_user(cluster: DeployCluster
     # Nothing any of them sent was refused (CLUSTER SLOTS, INFO, scripts...) but the metrics user's one try at
     # loading the metering script, which it may not (it then checks that a worker loaded it: users.acl).
     assert set(_refusals(cluster)) <= {"metrics: script|load (command)"}
+
+
+def test_the_metrics_endpoint_needs_no_broker(cluster: DeployCluster, tmp_path: Path) -> None:
+    # The variants give `crmsync metrics` a cluster URL and no BROKER_URL (it queues nothing).
+    port = free_loopback_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"BROKER_URL", "PROMETHEUS_MULTIPROC_DIR"}}
+    env["REDIS_URL"] = cluster.url("metrics")
+    log = tmp_path / "metrics.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([CRMSYNC, "metrics", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def served() -> str | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                    return str(response.read().decode())
+            except OSError:
+                assert process.poll() is None, log.read_text()
+                return None
+        text = wait_until(served, READY_S, "crmsync metrics to serve", detail=log.read_text)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    assert re.search(r"^crmsync_tenant_scrape_success 1(\.0)?$", text, re.MULTILINE), text
 
 
 @pytest.mark.parametrize("user", SERVICE_USERS)
