@@ -143,6 +143,10 @@ def test_a_killed_pools_job_is_redelivered_and_finishes_once(
     ids = _delivered(second.data_dir, tenant)
     assert len(set(ids)) == 8_000
     assert len(ids) - 8_000 <= 2_000, "more than the page in flight was delivered twice"
+    # While the dead pool's lock lived, the redelivered job was sent again with a delay (the busy-object path).
+    busy = [e for e in second.log_events() if e.get("event") == "job_sent_again" and e.get("job_id") == pull_id]
+    assert busy, "the redelivered job never met the dead pool's lock"
+    assert {e["why"] for e in busy} == {"waiting for another job on the same object"}
     # Finished once: one run of the job ended it, in the second pool.
     done = [e for e in second.log_events() if e.get("event") == "job_done" and e.get("job_id") == pull_id]
     assert len(done) == 1, done
