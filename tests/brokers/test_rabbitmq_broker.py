@@ -19,6 +19,7 @@ from tests.conftest import wait_until
 from worker.broker import build_broker, send_many
 from worker.broker.rabbitmq import BLOCKED_TIMEOUT_S, DUE_OPTION, TX_BATCH, CrmsyncRabbitmqBroker
 from worker.broker.redis import CrmsyncRedisBroker
+from worker.devstack import rabbitmq_server
 from worker.devstack.rabbitmq_server import LocalRabbitMQ
 from worker.settings import BrokerSettings, redacted_url
 
@@ -195,3 +196,20 @@ def test_send_many_commits_batches_and_survives_a_dropped_connection(rabbitmq: L
             dramatiq.set_broker(previous)
         broker.flush_all()
         broker.close()
+
+
+def test_without_rabbitmq_server_the_reason_names_the_package(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    # What the rabbitmq fixture skips with where the server cannot be had; Debian's /usr/sbin wrapper (which
+    # switches to the rabbitmq user) does not count.
+    monkeypatch.setattr(rabbitmq_server, "_DEBIAN_SCRIPT", tmp_path / "missing")
+    (tmp_path / "sbin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "sbin"))
+    with pytest.raises(RuntimeError, match=r"apt-get install rabbitmq-server"):
+        rabbitmq_server.find_rabbitmq_server()
+    (tmp_path / "bin").mkdir()
+    script = tmp_path / "bin" / "rabbitmq-server"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    assert rabbitmq_server.find_rabbitmq_server() == str(script)
