@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -182,27 +182,39 @@ def check_topology(client: RedisClient, url: str, *, settle_s: float = _SETTLE_S
         if fatal or clock() >= deadline:
             raise RedisTopologyError(f"REDIS_URL {where}: {why}")
         sleep(0.2)
-        client.nodes_manager.initialize()
+        try:
+            client.nodes_manager.initialize()
+        except redis.exceptions.RedisClusterException as exc:  # no node answered: not a RedisError of its own
+            raise redis.ConnectionError(str(exc)) from None
 
 
 def _cluster_problem(client: redis.RedisCluster) -> tuple[bool, str] | None:
-    """``None`` when every master says ok with every slot assigned; else (fatal, why)."""
-    try:
-        replies = cast(dict[str, Any], client.execute_command(  # type: ignore[no-untyped-call]
-            "CLUSTER", "INFO", target_nodes=redis.RedisCluster.PRIMARIES))
-    except redis.exceptions.NoPermissionError:
-        return None
-    if not isinstance(replies, dict):
-        replies = {"node": replies}
-    for node, reply in replies.items():
+    """``None`` when every master says ok with every slot assigned; else (fatal, why). A master that does not
+    answer is a problem to wait on (a failover may be under way); when none answers, the error is raised."""
+    replies: dict[str, Any] = {}
+    unreachable: list[str] = []
+    primaries = client.get_primaries()  # type: ignore[no-untyped-call]  # untyped in redis-py
+    for node in primaries:
+        try:
+            replies[node.name] = client.execute_command(  # type: ignore[no-untyped-call]
+                "CLUSTER", "INFO", target_nodes=node)
+        except redis.exceptions.NoPermissionError:
+            return None
+        except (redis.ConnectionError, redis.TimeoutError):
+            if not replies and len(unreachable) + 1 == len(primaries):
+                raise
+            unreachable.append(node.name)
+    for node_name, reply in replies.items():
         info = _info(reply)
         assigned = int(info.get("cluster_slots_assigned", "0") or 0)
         if assigned < _SLOTS:
-            return True, (f"only {assigned} of the {_SLOTS} hash slots are assigned to a master (node {node}): "
+            return True, (f"only {assigned} of the {_SLOTS} hash slots are assigned to a master (node {node_name}): "
                           "fix the cluster (redis-cli --cluster check/fix)")
         if info.get("cluster_state") != "ok":
-            return False, (f"the Redis Cluster's state is {info.get('cluster_state')!r} on node {node}, not 'ok' "
-                           "(a master down without a replica to take over?)")
+            return False, (f"the Redis Cluster's state is {info.get('cluster_state')!r} on node {node_name}, not "
+                           "'ok' (a master down without a replica to take over?)")
+    if unreachable:
+        return False, f"master {unreachable[0]} does not answer (a master down without a replica to take over?)"
     return None
 
 

@@ -13,6 +13,7 @@ import redis
 
 from quota import CreditBucket, RedisConfigError, RedisTopologyError, RedisUrlError
 from quota.connection import check_topology, connect, connect_checked, is_cluster_url, redact_url
+from tests.conftest import wait_until
 from worker.devstack.redis_cluster import LocalRedisCluster
 from worker.devstack.redis_server import EmbeddedRedis
 
@@ -105,16 +106,26 @@ def test_a_cluster_with_slots_unserved_is_refused(half_cluster: EmbeddedRedis) -
         _one_line_exit_2(_run(*args, url=url), "does not serve every slot")
 
 
-def test_a_cluster_not_ok_is_given_time_then_refused(half_cluster: EmbeddedRedis,
-                                                     redis_cluster: LocalRedisCluster) -> None:
-    client = connect(redis_cluster.url)
-    check_topology(client, redis_cluster.url, settle_s=0)  # settled: passes
-    # The check's own logic on a node whose slots are not all assigned (redis-py cannot be built on it).
-    half = redis.Redis(host="127.0.0.1", port=half_cluster.port)
-    with pytest.raises(RedisTopologyError, match="one node of a Redis Cluster"):
-        check_topology(half, "redis://127.0.0.1/0")
-    half.close()
-    client.close()
+def test_a_cluster_whose_state_is_not_ok_is_given_time_then_refused() -> None:
+    # No replicas: a dead master's slots stay assigned to it, and the cluster's state turns to fail.
+    with LocalRedisCluster(masters=3, replicas=0) as cluster:
+        client = connect(cluster.url)
+        check_topology(client, cluster.url, settle_s=0)  # settled: passes
+        client.close()
+        first = cluster.nodes[0]
+        first.kill()
+        waits: list[float] = []
+        ticks = iter(range(100))
+        wait_until(lambda: "cluster_state:fail" in str(
+            redis.Redis(port=cluster.nodes[1].port, decode_responses=True).execute_command("CLUSTER", "INFO")),
+                   30, "the cluster to see its master fail")
+        client = connect(cluster.url)  # the dead seed is listed first: the others answer
+        with pytest.raises(RedisTopologyError, match="state is 'fail'"):
+            check_topology(client, cluster.url, settle_s=1.0, sleep=waits.append, clock=lambda: next(ticks) * 0.3)
+        assert waits  # it waited (on the injected clock) before giving up
+        client.close()
+        with pytest.raises(RedisTopologyError, match="state is 'fail'"):
+            connect_checked(cluster.url.replace(f"127.0.0.1:{first.port},", ""))
 
 
 def test_metrics_and_the_scheduler_refuse_a_single_node_url_on_a_cluster_node(
