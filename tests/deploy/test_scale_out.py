@@ -257,6 +257,11 @@ def test_compose_scale_out_shares_the_rest_with_the_base_stack() -> None:
         for key in set(base["services"][name]) - {"environment", "depends_on"}:
             assert scale_out["services"][name][key] == base["services"][name][key], (name, key)
     assert set(base["services"]) - {"redis"} <= set(scale_out["services"])
+    # The shared prometheus.yml scrapes services this stack has too.
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        for target in (t for sc in job["static_configs"] for t in sc["targets"]):
+            assert target.split(":")[0] in set(scale_out["services"]) | {"localhost"}, target
 
 
 def test_compose_redis_nodes_load_the_acl_and_the_cluster_config() -> None:
