@@ -112,9 +112,12 @@ def test_a_pull_whose_query_job_fails_queries_again_from_the_watermark(workers: 
     tenant: Tenant = make_tenant(records=300)
     org = tenant.org.name
     tenant.emulator.control.set_bulk_rate(org, 0)
+    tenant.emulator.control.fail_query_job(org)  # the first read's job fails too: it starts again from nothing
     first = tenant.pull(timeout=TIMEOUT)
     assert (first.state, first.records) == ("done", 300)
     records = delivered_once(workers, tenant, 300)
+    # /limits, the failed job's create and poll, the new job's create, poll and results page.
+    assert first.credits == tenant.used_credits() == tenant.counted_requests() == 6
     sf = salesforce(tenant)
     changed = sorted(r["Id"] for r in records[100:110])
     for record_id in changed:
@@ -127,16 +130,17 @@ def test_a_pull_whose_query_job_fails_queries_again_from_the_watermark(workers: 
     assert sorted(r["Id"] for r in delivered(workers, tenant)[300:]) == changed  # each once, nothing else
 
     jobs = _query_jobs(tenant)
-    assert [j.state for j in jobs] == ["JobComplete", "Failed", "JobComplete"]
-    failed, recreated = jobs[1], jobs[2]
+    assert [j.state for j in jobs] == ["Failed", "JobComplete", "Failed", "JobComplete"]
+    assert len(jobs[0].rows) == len(jobs[1].rows) == 300
+    failed, recreated = jobs[2], jobs[3]
     assert failed.error_message == "Retried more than 15 times"
     # The new job reads from the same watermark: the same rows as the failed one would have given.
     assert [r[0] for r in failed.rows] == [r[0] for r in recreated.rows]
     assert len(failed.rows) >= 10  # the changed ones, and those at the watermark (skipped as delivered)
     lost = log_events(workers, tenant, "bulk_job_lost")
-    assert [(e["bulk_job"], e["state"]) for e in lost] == [(failed.id, "Failed")]
-    assert "Retried more than 15 times" in lost[0]["detail"]
-    assert lost[0]["credits_spent"] == 2  # its create and the poll that found it Failed: the extra cost
+    assert [(e["bulk_job"], e["state"]) for e in lost] == [(jobs[0].id, "Failed"), (failed.id, "Failed")]
+    assert all("Retried more than 15 times" in e["detail"] for e in lost)
+    assert [e["credits_spent"] for e in lost] == [2, 2]  # each one's create and the poll that found it Failed
     assert calls(tenant, "PATCH", r"jobs/query/\w+") == 0  # a Failed job is not aborted
     # Create and poll of the failed job, then create, poll and one results page of the new one.
     assert again.credits == tenant.counted_requests() - before == tenant.used_credits() - used == 5
