@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 from redis.cluster import ClusterNode
+from redis.crc import key_slot
 
 from quota.bucket import meter_call
 from quota.reading import Reading, needed_window
@@ -45,6 +46,9 @@ Command = tuple[Any, ...]
 # is answered with the right one, a second miss needs the window to end in between, a third a reset time
 # changed meanwhile (as ``quota.bucket`` retries a take).
 _KEY_ATTEMPTS = 3
+
+# Replies that say a cluster's slot map changed under a read: it is sent again the way that follows the change.
+_REDIRECTIONS = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 
 
 @dataclass(frozen=True)
@@ -126,39 +130,40 @@ def registry(client: Client) -> tuple[list[str], set[str]]:
 def _round_trip(client: Client, part: Sequence[str],
                 commands: Callable[[str], Sequence[Command]]) -> list[tuple[str, list[Any]]]:
     """One pipelined round trip: each tenant of ``part`` with the replies to its commands."""
-    queued: list[Command] = []
-    counts = []
-    for tenant in part:
-        mine = commands(tenant)
-        counts.append(len(mine))
-        queued.extend(mine)
-    replies = _send(client, queued)
+    queued = [commands(tenant) for tenant in part]
+    flat = [command for mine in queued for command in mine]
+    if isinstance(client, redis.RedisCluster):
+        replies = _send_cluster(client, part, queued, flat)
+    else:
+        replies = _finish(client, _start(client, flat), flat)
     out = []
     at = 0
-    for tenant, count in zip(part, counts, strict=True):
-        out.append((tenant, replies[at:at + count]))
-        at += count
+    for tenant, mine in zip(part, queued, strict=True):
+        out.append((tenant, replies[at:at + len(mine)]))
+        at += len(mine)
     return out
 
 
-def _send(client: Client, queued: list[Command]) -> list[Any]:
-    """The replies to ``queued``, sent in one pipeline; a refused command's reply is its ``ResponseError``.
+# On one Redis, and on each node of a cluster, the commands go straight down one connection of the client's pool:
+# redis-py's pipeline objects cost about as much again per command as the protocol itself (its cluster pipeline
+# several times that), and at 100,000 tenants that is seconds.
 
-    On one Redis the commands go straight down one connection of the client's pool: redis-py's pipeline
-    object costs about as much again per command as the protocol itself, and at 100,000 tenants that is seconds.
-    A cluster client's pipeline sends each node its own commands.
-    """
-    if isinstance(client, redis.RedisCluster):
-        pipe: Any = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]  # untyped in redis-py
-        execute: Any = pipe.execute_command
-        for command in queued:
-            execute(*command)
-        return list(pipe.execute(raise_on_error=False))
-    pool = client.connection_pool
-    connection: Any = pool.get_connection()  # redis-py leaves its connection methods untyped
+def _start(client: redis.Redis, queued: list[Command]) -> Any:
+    """Send ``queued`` down a connection of ``client``'s pool in one write; the connection, to read from."""
+    connection: Any = client.connection_pool.get_connection()  # redis-py leaves its connection methods untyped
     try:
         connection.send_packed_command(connection.pack_commands(queued))
-        replies: list[Any] = []
+    except BaseException:
+        connection.disconnect()
+        client.connection_pool.release(connection)
+        raise
+    return connection
+
+
+def _finish(client: redis.Redis, connection: Any, queued: list[Command]) -> list[Any]:
+    """The replies to what ``_start`` sent; a refused command's reply is its ``ResponseError``."""
+    replies: list[Any] = []
+    try:
         for command in queued:
             try:
                 reply = connection.read_response()
@@ -171,8 +176,46 @@ def _send(client: Client, queued: list[Command]) -> list[Any]:
         connection.disconnect()  # replies may be left unread on it
         raise
     finally:
-        pool.release(connection)
+        client.connection_pool.release(connection)
     return replies
+
+
+def _send_cluster(client: redis.RedisCluster, part: Sequence[str], queued: list[Sequence[Command]],
+                  flat: list[Command]) -> list[Any]:
+    """``flat``'s replies from a cluster: each node is sent its tenants' commands at once (the nodes work in
+    parallel), then each is read. A reply saying the slot map changed (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or a
+    node that fails sends the round trip again through redis-py's cluster pipeline, which follows the cluster."""
+    try:
+        by_node: dict[str, tuple[redis.Redis, list[int]]] = {}
+        at = 0
+        for tenant, mine in zip(part, queued, strict=True):
+            node = client.nodes_manager.get_node_from_slot(key_slot(keys.config(tenant).encode()))
+            group = by_node.get(node.name)
+            if group is None:
+                group = by_node[node.name] = (client.get_redis_connection(node), [])
+            group[1].extend(range(at, at + len(mine)))
+            at += len(mine)
+        replies: list[Any] = [None] * len(flat)
+        sent = []
+        try:
+            for node_client, indexes in by_node.values():
+                sent.append((node_client, indexes, _start(node_client, [flat[i] for i in indexes])))
+        finally:
+            moved = False
+            for node_client, indexes, connection in sent:  # every connection sent to is read (or dropped)
+                mine_replies = _finish(node_client, connection, [flat[i] for i in indexes])
+                for i, reply in zip(indexes, mine_replies, strict=True):
+                    replies[i] = reply
+                    moved = moved or isinstance(reply, _REDIRECTIONS)
+        if not moved:
+            return replies
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.SlotNotCoveredError):
+        pass
+    pipe: Any = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]  # untyped in redis-py
+    execute: Any = pipe.execute_command
+    for command in flat:
+        execute(*command)
+    return list(pipe.execute(raise_on_error=False))
 
 
 def pipelined(client: Client, tenants: Sequence[str], commands: Callable[[str], Sequence[Command]],
