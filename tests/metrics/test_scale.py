@@ -13,6 +13,7 @@ import pytest
 import redis
 import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from redis.crc import key_slot
 
 from quota import CreditBucket
 from tests.conftest import FakeClock, wait_until
@@ -21,7 +22,7 @@ from tests.metrics.conftest import ROOT, Serve, http_scrape, samples, value
 from worker import keys
 from worker.devstack.redis_cluster import LocalRedisCluster
 from worker.jobs.parking import ParkedJob, PauseStore
-from worker.metrics.collector import TENANT_GAUGES
+from worker.metrics.collector import TENANT_GAUGES, TenantCollector
 from worker.metrics.reads import Shard
 from worker.metrics.server import build_registry, scrape
 
@@ -180,3 +181,22 @@ def test_scrapes_follow_a_cluster_failover(redis_cluster: LocalRedisCluster, clu
         assert _tenant_samples(after) == _tenant_samples(before)
     finally:
         redis_cluster.heal()
+
+
+def test_a_stale_slot_map_is_followed(redis_cluster: LocalRedisCluster, cluster_client: redis.RedisCluster,
+                                      clock: FakeClock) -> None:
+    _fill(cluster_client, clock, 6)
+    client = redis_cluster.client()
+    collector = TenantCollector(client, clock=clock)
+    before = collector.scrape()
+    slot = key_slot(keys.config("t000").encode())
+    right = client.nodes_manager.slots_cache[slot][0]
+    wrong = next(node for node in client.get_primaries() if node.name != right.name)
+    client.nodes_manager.slots_cache[slot] = [wrong]  # as after a resharding this client has not heard of
+
+    after = collector.scrape()
+
+    assert (after.success, after.errors, after.tenants) == (1, 0, 6)
+    assert after.lines == before.lines
+    assert client.nodes_manager.slots_cache[slot][0].name == right.name  # the MOVED reply was followed
+    client.close()
