@@ -14,7 +14,7 @@ from worker import keys
 from worker.devstack.redis_cluster import LocalRedisCluster
 
 THREADS = 4
-# A bound well above what was measured (0 to a few dozen takes: the replica trails its master by about a
+# A bound well above what was measured (0 or 1 take in three runs: the replica trails its master by about a
 # millisecond of writes); the README states this loss in words, not this number.
 LOSS_BOUND = 500
 
