@@ -98,6 +98,29 @@ def test_a_dead_consumers_unacked_message_goes_to_another(rabbitmq: LocalRabbitM
         broker.close()
 
 
+def test_a_frozen_consumers_message_goes_to_another_after_the_heartbeat(rabbitmq: LocalRabbitMQ) -> None:
+    # A frozen worker (SIGSTOP, a stuck VM) sends no heartbeats: after missing them (heartbeat 2 s here,
+    # CRMSYNC_BROKER_HEARTBEAT_TIMEOUT in production) the node drops its connection and redelivers.
+    frozen = CrmsyncRabbitmqBroker(url=rabbitmq.url, heartbeat_s=2)
+    other = CrmsyncRabbitmqBroker(url=rabbitmq.url)
+    try:
+        frozen.declare_queue("frozen-test", ensure=True)
+        frozen.flush("frozen-test")
+        message = frozen.enqueue(dramatiq.Message(queue_name="frozen-test", actor_name="a", args=(), kwargs={},
+                                                  options={}))
+        first = frozen.consume("frozen-test", prefetch=1, timeout=100)
+        assert wait_until(lambda: next(first), 30, "the first consumer to take it").message_id == message.message_id
+        # From here the first consumer's connection is never served again, as in a stopped process.
+        second = other.consume("frozen-test", prefetch=1, timeout=100)
+        again = wait_until(lambda: next(second), 60, "the message to be redelivered")
+        assert (again.message_id, again.redelivered) == (message.message_id, True)
+        second.ack(again)
+        second.close()
+    finally:
+        other.close()
+        frozen.close()
+
+
 def test_heartbeat_and_blocked_timeout_are_ours_unless_the_url_sets_them(rabbitmq_url: str) -> None:
     one: Any = CrmsyncRabbitmqBroker(url=rabbitmq_url, heartbeat_s=7).parameters
     assert (one.heartbeat, one.blocked_connection_timeout) == (7, BLOCKED_TIMEOUT_S)
