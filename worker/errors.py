@@ -28,6 +28,10 @@
      ├── JobBusy                                        another job holds the tenant's object: sent again later
      ├── SliceEnded                                     a long job used its time slice: checkpointed, sent again
      └── StartFailed (RuntimeError)                     a process of ``crmsync run`` exited or never became ready
+          ├── RedisStartError                        a redis-server of ours (``worker.devstack.redis_server``)
+          │                                          exited or was not ready in time; carries its log tail
+          └── RabbitMQStartError                     a RabbitMQ node of ours (``worker.devstack.rabbitmq_server``)
+                                                     exited or did not accept our login in time
 
 The ``InvalidInput`` ones are ``ValueError`` s, so the ``crmsync`` command prints their one-line message and
 exits 2. No message ever carries a secret or a token: only references to where a secret lives (``file:/path``

@@ -27,6 +27,7 @@ import pika
 import pika.exceptions
 
 from worker.devstack.redis_server import die_with_parent, free_loopback_port
+from worker.errors import StartFailed
 
 __all__ = ["LocalRabbitMQ", "RabbitMQStartError", "find_rabbitmq_server"]
 
@@ -51,7 +52,7 @@ def find_rabbitmq_server() -> str:
                        "(apt-get install rabbitmq-server) or put RabbitMQ's rabbitmq-server script on PATH")
 
 
-class RabbitMQStartError(RuntimeError):
+class RabbitMQStartError(StartFailed):
     """rabbitmq-server exited, or did not accept our AMQP login in time; the message has its log's tail."""
 
 

@@ -26,6 +26,7 @@ from typing import cast
 
 import redis
 
+from worker.errors import StartFailed
 from worker.settings import configured_redis_url
 
 __all__ = [
@@ -94,7 +95,7 @@ def loopback_client(port: int) -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5, socket_timeout=2)
 
 
-class RedisStartError(RuntimeError):
+class RedisStartError(StartFailed):
     """redis-server exited, or did not become ready in time; ``log`` is the tail of what this start wrote."""
 
     def __init__(self, message: str, log: str) -> None:

@@ -93,7 +93,7 @@ class _Due:
     priority: Priority
 
 
-class LeaseLost(Exception):
+class _LeaseLost(Exception):
     """The lease was gone when the batch was about to be sent."""
 
 
@@ -171,7 +171,7 @@ class TickPass:
         try:
             outcomes = enqueue_pulls(self.redis, [PullRequest(d.tenant, d.sobject, d.priority) for d in claimed],
                                      before_send=self._check_lease)
-        except LeaseLost:
+        except _LeaseLost:
             self._settle([], claimed)
             self.report.lost_lease = True
             self.s.note_lease(False)
@@ -255,7 +255,7 @@ class TickPass:
 
     def _check_lease(self) -> None:
         if not self.s.renew_lease():
-            raise LeaseLost
+            raise _LeaseLost
 
     def _settle(self, done: list[_Due], back: list[_Due]) -> None:
         """Move queued entries from the hold to their next due time, hand the others back, in one call. Should
