@@ -132,7 +132,9 @@ class PushJob:
 def _object_lock(runtime: Runtime, tenant: str, sobject: str) -> Iterator[None]:
     """One job per tenant and object at a time. A keeper thread extends the lock while the job runs, so it
     can stay short: a job whose worker was killed frees its object within ``LOCK_TTL_S``."""
-    lock = runtime.redis.lock(keys.lock(tenant, sobject), timeout=LOCK_TTL_S, blocking=False)
+    # Not thread-local: the keeper thread extends the token the job's thread acquired (with redis-py's default,
+    # thread-local tokens, extend() in the keeper raised AttributeError and the lock lapsed mid-job).
+    lock = runtime.redis.lock(keys.lock(tenant, sobject), timeout=LOCK_TTL_S, blocking=False, thread_local=False)
     if not lock.acquire():
         raise JobBusy(f"another job is running for {tenant}/{sobject}")
     done = threading.Event()
