@@ -200,3 +200,26 @@ def test_a_stale_slot_map_is_followed(redis_cluster: LocalRedisCluster, cluster_
     assert after.lines == before.lines
     assert client.nodes_manager.slots_cache[slot][0].name == right.name  # the MOVED reply was followed
     client.close()
+
+
+def test_crmsync_metrics_serves_a_shard_of_a_redis_cluster(redis_cluster: LocalRedisCluster,
+                                                            cluster_client: redis.RedisCluster,
+                                                            clock: FakeClock) -> None:
+    tenants = _fill(cluster_client, clock, 12)
+    mine = sorted(t for t in tenants if Shard(1, 2).holds(t))
+    env = {**os.environ, "REDIS_URL": redis_cluster.url}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    process = subprocess.Popen([sys.executable, "-m", "worker.cli.metrics", "--port", "0", "--shard", "1/2"],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert "tenant gauges on, shard 1/2" in line, line + (process.stderr.read() if process.stderr else "")
+        text = requests.get(line.split()[1], timeout=30).text
+        assert sorted(labels["tenant"] for labels, _ in samples(text, "crmsync_tenant_paused")) == mine
+        assert value(text, "crmsync_tenants") == len(mine)
+        assert value(text, "crmsync_tenant_scrape_success") == 1
+        assert samples(text, "crmsync_redis_maxmemory_policy_info") == []  # shard 0 reports it
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
