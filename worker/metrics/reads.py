@@ -15,6 +15,7 @@ each running tenant.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,8 @@ _KEY_ATTEMPTS = 3
 
 # Replies that say a cluster's slot map changed under a read: it is sent again the way that follows the change.
 _REDIRECTIONS = (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+# A cluster node that cannot be reached, or a slot no node serves.
+_NODE_FAILURES = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.SlotNotCoveredError)
 
 
 @dataclass(frozen=True)
@@ -127,21 +130,82 @@ def registry(client: Client) -> tuple[list[str], set[str]]:
     return sorted(set(_members(tenants))), set(_members(paused))
 
 
-def _round_trip(client: Client, part: Sequence[str],
-                commands: Callable[[str], Sequence[Command]]) -> list[tuple[str, list[Any]]]:
-    """One pipelined round trip: each tenant of ``part`` with the replies to its commands."""
-    queued = [commands(tenant) for tenant in part]
-    flat = [command for mine in queued for command in mine]
-    if isinstance(client, redis.RedisCluster):
-        replies = _send_cluster(client, part, queued, flat)
-    else:
-        replies = _finish(client, _start(client, flat), flat)
-    out = []
-    at = 0
-    for tenant, mine in zip(part, queued, strict=True):
-        out.append((tenant, replies[at:at + len(mine)]))
-        at += len(mine)
-    return out
+class _RoundTrip:
+    """One pipelined round trip for a chunk of tenants, sent when made and read by ``results()``: the next one
+    is sent before this one is read, so Redis answers it while this process handles the replies before."""
+
+    def __init__(self, client: Client, part: Sequence[str], commands: Callable[[str], Sequence[Command]]) -> None:
+        self.client = client
+        self.part = part
+        self.queued = [commands(tenant) for tenant in part]
+        self.flat = [command for mine in self.queued for command in mine]
+        # (a node's client, the indexes in flat of the commands sent to it, the connection they went down)
+        self.sent: list[tuple[redis.Redis, list[int], Any]] = []
+        self.failed = False
+        if isinstance(client, redis.RedisCluster):
+            self._send_cluster(client)
+        else:
+            self.sent.append((client, list(range(len(self.flat))), _start(client, self.flat)))
+
+    def _send_cluster(self, client: redis.RedisCluster) -> None:
+        """Each node its tenants' commands at once (the nodes work in parallel). A node that fails, or a slot no
+        node serves, leaves it to ``results()`` to send the round trip again through redis-py's cluster pipeline."""
+        by_node: dict[str, tuple[redis.Redis, list[int]]] = {}
+        at = 0
+        try:
+            for tenant, mine in zip(self.part, self.queued, strict=True):
+                node = client.nodes_manager.get_node_from_slot(key_slot(keys.config(tenant).encode()))
+                group = by_node.get(node.name)
+                if group is None:
+                    group = by_node[node.name] = (client.get_redis_connection(node), [])
+                group[1].extend(range(at, at + len(mine)))
+                at += len(mine)
+            for node_client, indexes in by_node.values():
+                self.sent.append((node_client, indexes, _start(node_client, [self.flat[i] for i in indexes])))
+        except _NODE_FAILURES:
+            self.failed = True
+
+    def results(self) -> list[tuple[str, list[Any]]]:
+        """Each tenant with its replies (every connection read, or dropped on an error, before this returns)."""
+        replies: list[Any] = [None] * len(self.flat)
+        sent, self.sent = self.sent, []
+        for position, (node_client, indexes, connection) in enumerate(sent):
+            try:
+                mine = _finish(node_client, connection, [self.flat[i] for i in indexes])
+            except _NODE_FAILURES:
+                if not isinstance(self.client, redis.RedisCluster):
+                    _abandon(sent[position + 1:])
+                    raise
+                self.failed = True
+                continue
+            for i, reply in zip(indexes, mine, strict=True):
+                replies[i] = reply
+                self.failed = self.failed or isinstance(reply, _REDIRECTIONS)
+        if self.failed and isinstance(self.client, redis.RedisCluster):
+            # The slot map changed under this read (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or a node failed: send it
+            # again through redis-py's cluster pipeline, which follows the cluster.
+            pipe: Any = self.client.pipeline(transaction=False)  # type: ignore[no-untyped-call]  # untyped
+            execute: Any = pipe.execute_command
+            for command in self.flat:
+                execute(*command)
+            replies = list(pipe.execute(raise_on_error=False))
+        out = []
+        at = 0
+        for tenant, mine_queued in zip(self.part, self.queued, strict=True):
+            out.append((tenant, replies[at:at + len(mine_queued)]))
+            at += len(mine_queued)
+        return out
+
+    def abandon(self) -> None:
+        """Drop the connections of a round trip that will not be read."""
+        sent, self.sent = self.sent, []
+        _abandon(sent)
+
+
+def _abandon(sent: Sequence[tuple[redis.Redis, list[int], Any]]) -> None:
+    for node_client, _, connection in sent:
+        connection.disconnect()
+        node_client.connection_pool.release(connection)
 
 
 # On one Redis, and on each node of a cluster, the commands go straight down one connection of the client's pool:
@@ -180,55 +244,26 @@ def _finish(client: redis.Redis, connection: Any, queued: list[Command]) -> list
     return replies
 
 
-def _send_cluster(client: redis.RedisCluster, part: Sequence[str], queued: list[Sequence[Command]],
-                  flat: list[Command]) -> list[Any]:
-    """``flat``'s replies from a cluster: each node is sent its tenants' commands at once (the nodes work in
-    parallel), then each is read. A reply saying the slot map changed (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) or a
-    node that fails sends the round trip again through redis-py's cluster pipeline, which follows the cluster."""
-    try:
-        by_node: dict[str, tuple[redis.Redis, list[int]]] = {}
-        at = 0
-        for tenant, mine in zip(part, queued, strict=True):
-            node = client.nodes_manager.get_node_from_slot(key_slot(keys.config(tenant).encode()))
-            group = by_node.get(node.name)
-            if group is None:
-                group = by_node[node.name] = (client.get_redis_connection(node), [])
-            group[1].extend(range(at, at + len(mine)))
-            at += len(mine)
-        replies: list[Any] = [None] * len(flat)
-        sent = []
-        try:
-            for node_client, indexes in by_node.values():
-                sent.append((node_client, indexes, _start(node_client, [flat[i] for i in indexes])))
-        finally:
-            moved = False
-            for node_client, indexes, connection in sent:  # every connection sent to is read (or dropped)
-                mine_replies = _finish(node_client, connection, [flat[i] for i in indexes])
-                for i, reply in zip(indexes, mine_replies, strict=True):
-                    replies[i] = reply
-                    moved = moved or isinstance(reply, _REDIRECTIONS)
-        if not moved:
-            return replies
-    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.SlotNotCoveredError):
-        pass
-    pipe: Any = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]  # untyped in redis-py
-    execute: Any = pipe.execute_command
-    for command in flat:
-        execute(*command)
-    return list(pipe.execute(raise_on_error=False))
-
-
 def pipelined(client: Client, tenants: Sequence[str], commands: Callable[[str], Sequence[Command]],
               chunk: int = 1000) -> Iterator[tuple[str, list[Any]]]:
     """Each tenant with the replies to its ``commands(tenant)``, in order, ``chunk`` tenants per pipelined round
-    trip.
+    trip, the next round trip sent before the replies of one are handed out (Redis works on it meanwhile).
 
     A command Redis refuses (a key of the wrong type) answers with its ``ResponseError`` in place of a reply;
     Redis itself failing (unreachable, a timeout) raises.
     """
     size = max(1, chunk)
-    for start in range(0, len(tenants), size):
-        yield from _round_trip(client, tenants[start:start + size], commands)
+    in_flight: deque[_RoundTrip] = deque()
+    try:
+        for start in range(0, len(tenants), size):
+            in_flight.append(_RoundTrip(client, tenants[start:start + size], commands))
+            if len(in_flight) > 1:
+                yield from in_flight.popleft().results()
+        while in_flight:
+            yield from in_flight.popleft().results()
+    finally:
+        for trip in in_flight:  # the caller stopped early, or a round trip failed
+            trip.abandon()
 
 
 def meter_command(tenant: str, now: str, counter_end: int | None = None) -> Command:
