@@ -145,7 +145,9 @@ def test_two_thousand_tenants_in_a_few_round_trips(redis_client: redis.Redis, re
 
 
 def test_the_same_rows_from_a_redis_cluster(redis_cluster: LocalRedisCluster, cluster_client: redis.RedisCluster,
-                                            redis_client: redis.Redis, clock: FakeClock) -> None:
+                                            redis_client: redis.Redis, clock: FakeClock, *,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     on_cluster = CreditBucket(cluster_client, clock=clock)
     _fill(on_cluster, 30)
     PauseStore(cluster_client, clock=clock).pause("t007", "org_limit", "org used up")  # type: ignore[arg-type]
@@ -162,3 +164,13 @@ def test_the_same_rows_from_a_redis_cluster(redis_cluster: LocalRedisCluster, cl
     assert tenant_rows(on_cluster, tenants=["t007", "t011"]) == tenant_rows(on_one, tenants=["t007", "t011"])
     assert {r["tenant"]: r["paused"] for r in tenant_rows(on_cluster, tenants=["t007", "t011"])} == {
         "t007": True, "t011": False}
+
+    # The command itself on a cluster URL (on the server's clock, as the command runs): the same page.
+    monkeypatch.setenv("REDIS_URL", redis_cluster.url)
+    assert main(["status", "--json", "--limit", "5"]) == 0
+    out, err = capsys.readouterr()
+    expected = tenant_rows(CreditBucket(redis_client), limit=5)
+    # resets_at is "now" for a rolling tenant with nothing used: compare what does not move with the clock.
+    assert [(r["tenant"], r["limit"], r["used"], r["paused"]) for r in json.loads(out)] == [
+        (r["tenant"], r["limit"], r["used"], r["paused"]) for r in expected]
+    assert "25 more of 30 tenants" in err
