@@ -91,7 +91,7 @@ def _ranked(read: list[tuple[str, Any]]) -> list[tuple[str, Reading | Exception]
     their config or counters are garbage (or cannot be read) first, those without a limit last, then by id."""
     ranked: list[tuple[tuple[int, float, str], str, Reading | Exception]] = []
     for tenant, reply in read:
-        reading = Reading.parse(reply)
+        reading = reply if isinstance(reply, Reading) else None
         if reading is None:
             error = reply if isinstance(reply, Exception) else redis.ResponseError(f"unexpected meter reply {reply!r}")
             ranked.append(((0, 0.0, tenant), tenant, error))

@@ -305,8 +305,8 @@ def settle(client: Client, pending: Sequence[tuple[str, int]], now: str,
 
 
 def meters(client: Client, tenants: Sequence[str], now: str, chunk: int = 1000) -> list[tuple[str, Any]]:
-    """Each tenant's meter script reply, in the order of ``tenants`` (decode it with ``Reading.parse``; an error
-    or anything else is no reading). ``now`` is epoch seconds or ``""`` for the server's clock."""
+    """Each tenant's bucket, in the order of ``tenants``: its ``Reading``, or what the meter script answered
+    instead (an error, say) when that is no reading. ``now`` is epoch seconds or ``""`` for the server's clock."""
     replies: dict[str, Any] = {}
     pending: list[tuple[str, int]] = []
     for tenant, (reply,) in pipelined(client, tenants, lambda t: (meter_command(t, now),), chunk):
@@ -317,11 +317,14 @@ def meters(client: Client, tenants: Sequence[str], now: str, chunk: int = 1000) 
             DAILY_ENDS.learn(tenant, end)
             pending.append((tenant, end))
     replies.update(settle(client, pending, now, chunk))
-    for tenant, reply in replies.items():
+    out: list[tuple[str, Any]] = []
+    for tenant in tenants:
+        reply = replies[tenant]
         reading = Reading.parse(reply)
         if reading is not None:
             learn(tenant, reading)
-    return [(tenant, replies[tenant]) for tenant in tenants]
+        out.append((tenant, reply if reading is None else reading))
+    return out
 
 
 def ensure_meter(client: Client, *, may_load: bool = True) -> bool:
