@@ -15,6 +15,7 @@ from tests.conftest import FakeClock
 from worker import keys
 from worker.cli import main
 from worker.cli.status import DEFAULT_LIMIT, status_page, tenant_rows
+from worker.devstack.liveview import LIVE_ROWS, BurnRates, Snapshot, plain_lines, render
 from worker.devstack.redis_cluster import LocalRedisCluster
 from worker.jobs.parking import PauseStore
 
@@ -174,3 +175,16 @@ def test_the_same_rows_from_a_redis_cluster(redis_cluster: LocalRedisCluster, cl
     assert [(r["tenant"], r["limit"], r["used"], r["paused"]) for r in json.loads(out)] == [
         (r["tenant"], r["limit"], r["used"], r["paused"]) for r in expected]
     assert "25 more of 30 tenants" in err
+
+
+def test_the_live_view_shows_the_highest_shares_and_how_many_more(env: redis.Redis) -> None:
+    shares = _fill(CreditBucket(env), LIVE_ROWS + 5)
+
+    snapshot = Snapshot.read(env, BurnRates())
+
+    assert [row["tenant"] for row in snapshot.tenants] == sorted(shares, key=lambda t: (-shares[t], t))[:LIVE_ROWS]
+    assert snapshot.more == 5
+    lines = plain_lines(snapshot)
+    assert len(lines) == LIVE_ROWS + 1
+    assert lines[-1] == "... 5 more tenants (crmsync status --limit 0)"
+    render(snapshot)  # the rich table takes it too
