@@ -21,6 +21,7 @@ import redis
 import structlog
 from dramatiq.middleware import CurrentMessage
 
+from quota.connection import RedisClient
 from quota.errors import InvalidInput
 from quota.validation import validate_tenant
 from worker import keys
@@ -159,14 +160,20 @@ def _object_lock(runtime: Runtime, tenant: str, sobject: str) -> Iterator[None]:
             log.warning("lock_release_failed", error=str(exc))
 
 
-def _await_redis(client: redis.Redis, sleep: Callable[[float], None] = time.sleep) -> None:
-    """Block this worker thread until Redis answers again, backing off up to 5 s between tries."""
+def _await_redis(client: RedisClient, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Block this worker thread until Redis answers again, backing off up to 5 s between tries. On a Redis
+    Cluster, until every master of a fresh slot map answers: while a dead master's replica has not yet taken
+    over, other nodes answer, and a retry then would fail again and spend one of the job's few retries."""
     wait = 0.1
     while True:
         try:
-            client.ping()
+            if isinstance(client, redis.RedisCluster):
+                client.nodes_manager.initialize()
+                client.ping(target_nodes=redis.RedisCluster.PRIMARIES)
+            else:
+                client.ping()
             return
-        except redis.RedisError:
+        except (redis.RedisError, redis.exceptions.RedisClusterException):
             log.warning("waiting_for_redis", retry_in=wait)
             sleep(wait)
             wait = min(wait * 2, 5.0)

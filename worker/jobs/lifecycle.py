@@ -203,9 +203,10 @@ def outcome_of(error: Exception, *, last_try: bool) -> Outcome:
 
 
 def redis_down(error: BaseException | None) -> bool:
-    """Whether ``error`` (or what caused it) is Redis being unreachable."""
+    """Whether ``error`` (or what caused it) is Redis being unreachable, or a Redis Cluster down (``CLUSTERDOWN``:
+    a master failed and its replica has not taken over yet)."""
     while error is not None:
-        if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        if isinstance(error, redis.ConnectionError | redis.TimeoutError | redis.exceptions.ClusterDownError):
             return True
         error = error.__cause__ or error.__context__
     return False
