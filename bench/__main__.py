@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.cli_bench",
     "bench.scheduler_bench",
     "bench.scale_bench",
+    "bench.cluster_bench",
 ]
 
 
