@@ -7,6 +7,7 @@ import gzip
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -18,7 +19,7 @@ from redis.crc import key_slot
 from quota import CreditBucket
 from tests.conftest import FakeClock, wait_until
 from tests.metrics.budgets import limits, store_budgets
-from tests.metrics.conftest import ROOT, Serve, http_scrape, samples, value
+from tests.metrics.conftest import ROOT, Serve, http_scrape, run_proc, samples, value
 from worker import keys
 from worker.devstack.redis_cluster import LocalRedisCluster
 from worker.jobs.parking import ParkedJob, PauseStore
@@ -95,7 +96,8 @@ def test_shards_do_not_depend_on_what_else_is_in_redis() -> None:
             Shard.parse(bad)
 
 
-@pytest.mark.parametrize("argv", [["--shard", "3/3"], ["--shard", "x"], ["--shard", "0/2", "--no-tenants"]])
+@pytest.mark.parametrize("argv", [["--shard", "3/3"], ["--shard", "x"], ["--shard", "0/2", "--no-tenants"],
+                                  ["--shard", "1/2", "--multiproc-dir", "/tmp/crmsync-test-prom"]])
 def test_crmsync_metrics_refuses_a_bad_shard(redis_url: str, argv: list[str]) -> None:
     env = {**os.environ, "REDIS_URL": redis_url}
     done = subprocess.run([sys.executable, "-m", "worker.cli.metrics", "--port", "0", *argv], cwd=ROOT, env=env,
@@ -223,3 +225,22 @@ def test_crmsync_metrics_serves_a_shard_of_a_redis_cluster(redis_cluster: LocalR
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_only_shard_0_serves_worker_metrics(redis_client: redis.Redis, redis_url: str, prom_dir: Path) -> None:
+    run_proc(prom_dir, "requests", 2)  # worker-like processes wrote their counters
+    env = {**os.environ, "REDIS_URL": redis_url, "PROMETHEUS_MULTIPROC_DIR": str(prom_dir)}
+    counted = []
+    for shard in ("0/2", "1/2"):
+        process = subprocess.Popen([sys.executable, "-m", "worker.cli.metrics", "--port", "0", "--shard", shard],
+                                   cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            assert line.startswith("serving "), line + (process.stderr.read() if process.stderr else "")
+            counted.append(value(requests.get(line.split()[1], timeout=30).text, "crmsync_credits_charged_total"))
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+        assert ("shard 0 serves them" in line) == (shard != "0/2")
+    assert counted == [3, None]  # the pool's counters once, from shard 0

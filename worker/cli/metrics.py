@@ -1,8 +1,8 @@
 """``crmsync metrics``: serve /metrics with the per-tenant gauges and the worker pool's metrics.
 
 ``--shard I/N`` serves only the tenants of shard I of N (a stable hash of the tenant id, ``worker.metrics.reads``),
-for N instances that share the tenants between them; only shard 0 reports what is one per Redis (its eviction
-policy)."""
+for N instances that share the tenants between them; only shard 0 reports what is not per tenant (Redis's
+eviction policy, and the worker metrics if it is given their directory), so that nothing is counted N times."""
 
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     shard = _shard(args.shard)
     if args.shard is not None and args.no_tenants:
         raise CommandError("--shard splits the tenant gauges: it cannot go with --no-tenants")
+    if not shard.first and args.multiproc_dir is not None:
+        raise CommandError(f"--shard {shard}: only shard 0 serves worker metrics (N shards would count them N "
+                           "times): leave out --multiproc-dir, or serve them from --no-tenants instances")
     client: RedisClient | None = None
     if not args.no_tenants:
         # Timeouts and no retries, so a scrape while Redis hangs answers (with crmsync_tenant_scrape_success 0)
@@ -46,13 +49,15 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
         # not, slots unserved) stops the command at start: one line, exit 2.
         client = connect_checked(redis_url(), socket_connect_timeout=_REDIS_TIMEOUT_S,
                                  socket_timeout=_REDIS_TIMEOUT_S, retry=None)
-    directory = args.multiproc_dir or multiproc_dir()
+    # Worker metrics are one set per host, not per tenant: of N shards only shard 0 may serve them.
+    directory = (args.multiproc_dir or multiproc_dir()) if shard.first else None
     if directory is not None:
         # The worker pool may start after us; its files appear here then (it empties the directory, never
         # removes it).
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     server = serve(build_registry(client, directory, shard=shard), args.host, args.port)
-    worker_part = f"worker metrics from {directory}" if directory else f"no worker metrics ({ENV} unset)"
+    worker_part = (f"worker metrics from {directory}" if directory else f"no worker metrics ({ENV} unset)"
+                   if shard.first else "no worker metrics: shard 0 serves them")
     tenant_part = "off" if client is None else "on" if shard.count == 1 else f"on, shard {shard}"
     print(f"serving {server.url} (tenant gauges {tenant_part}; {worker_part})", flush=True)
 
@@ -84,7 +89,7 @@ def register(commands: Subcommands) -> None:
     metrics.add_argument("--shard", metavar="I/N", default=None,
                          help="serve only the tenants of shard I of N (0 <= I < N), by a stable hash of the tenant "
                               "id, for N instances that share the tenants; only shard 0 reports Redis's eviction "
-                              "policy")
+                              "policy and worker metrics")
     metrics.set_defaults(handler=_cmd_metrics)
 
 
