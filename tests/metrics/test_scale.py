@@ -21,7 +21,9 @@ from tests.conftest import FakeClock, wait_until
 from tests.metrics.budgets import limits, store_budgets
 from tests.metrics.conftest import ROOT, Serve, http_scrape, run_proc, samples, value
 from worker import keys
+from worker.cli import main
 from worker.devstack.redis_cluster import LocalRedisCluster
+from worker.eviction import eviction_warning
 from worker.jobs.parking import ParkedJob, PauseStore
 from worker.metrics.collector import TENANT_GAUGES, TenantCollector
 from worker.metrics.reads import Shard
@@ -244,3 +246,27 @@ def test_only_shard_0_serves_worker_metrics(redis_client: redis.Redis, redis_url
             process.wait(timeout=30)
         assert ("shard 0 serves them" in line) == (shard != "0/2")
     assert counted == [3, None]  # the pool's counters once, from shard 0
+
+
+def test_each_cluster_nodes_eviction_policy(redis_cluster: LocalRedisCluster, cluster_client: redis.RedisCluster,
+                                            clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    _fill(cluster_client, clock, 3)
+    evicting = redis_cluster.masters()[1]
+    node = redis.Redis.from_url(evicting.url)
+    node.config_set("maxmemory-policy", "volatile-lru")
+    try:
+        text = scrape(build_registry(cluster_client, None, clock=clock))
+        policies = {labels["node"]: labels["policy"] for labels, _ in
+                    samples(text, "crmsync_redis_maxmemory_policy_info")}
+        assert set(policies) >= {f"127.0.0.1:{m.port}" for m in redis_cluster.masters()}  # every master at least
+        assert policies.pop(f"127.0.0.1:{evicting.port}") == "volatile-lru"
+        assert set(policies.values()) == {"noeviction"}
+
+        monkeypatch.setenv("REDIS_URL", redis_cluster.url)
+        assert main(["status"]) == 0
+        warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+        assert warnings == [f"warning: node 127.0.0.1:{evicting.port}: " + (eviction_warning("volatile-lru") or "")]
+    finally:
+        node.config_set("maxmemory-policy", "noeviction")
+        node.close()

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import redis
 
@@ -29,8 +29,8 @@ from quota.validation import validate_tenant
 from worker import keys
 from worker.cli import Subcommands, add_command
 from worker.cli.bucket import connect_bucket, status_dict
-from worker.eviction import eviction_warning, maxmemory_policy
-from worker.metrics.reads import Client, ensure_meter, meters, pipelined, raw_replies, registry
+from worker.eviction import eviction_warning
+from worker.metrics.reads import Client, ensure_meter, meters, pipelined, raw_replies, redis_policies, registry
 from worker.salesforce import bulk_limits
 from worker.salesforce.session import OrgUsage
 
@@ -229,13 +229,15 @@ def _print_rows(rows: list[dict[str, Any]], *, as_json: bool) -> None:
 
 
 def _warn_if_evicting(client: Client) -> None:
-    """Say on stderr when Redis may evict credit windows, naming its policy, or when it cannot be read."""
+    """Say on stderr when Redis may evict credit windows, naming its policy (on a Redis Cluster, each node's that
+    may), or when it cannot be read."""
     try:
-        warning = eviction_warning(maxmemory_policy(cast(redis.Redis, client)))
+        warnings = [(node, eviction_warning(policy)) for node, policy in redis_policies(client)]
     except redis.RedisError as exc:
-        warning = f"cannot read Redis's maxmemory-policy (INFO memory): {type(exc).__name__}: {exc}"
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
+        warnings = [("", f"cannot read Redis's maxmemory-policy (INFO memory): {type(exc).__name__}: {exc}")]
+    for node, warning in warnings:
+        if warning:
+            print(f"warning: {f'node {node}: ' if node else ''}{warning}", file=sys.stderr)
 
 
 def _tenant(value: str) -> str:

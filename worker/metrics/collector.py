@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast, get_args
+from typing import Any, get_args
 
 import redis
 import structlog
@@ -41,7 +41,6 @@ from quota.bucket import Clock
 from quota.reading import Reading, WindowMode, needed_window
 from quota.windows import DAILY_ENDS
 from worker import keys
-from worker.eviction import maxmemory_policy
 from worker.jobs.parking import PauseReason
 from worker.metrics.reads import (
     Client,
@@ -51,6 +50,7 @@ from worker.metrics.reads import (
     meter_command,
     pipelined,
     raw_replies,
+    redis_policies,
     registry,
     settle,
 )
@@ -336,30 +336,33 @@ def _bulk(label: str, reply: Any, lines: dict[str, list[str]]) -> bool:
 
 class RedisPolicyCollector:
     """A prometheus-client collector of ``crmsync_redis_maxmemory_policy_info``, read with ``INFO`` on every
-    ``collect``: value 1, the policy as its label; absent when Redis cannot be asked (the tenant gauges' own
-    ``crmsync_tenant_scrape_success`` says so)."""
+    ``collect``: value 1, the policy as its label (and on a Redis Cluster each node's, the node as ``node``
+    label); absent when Redis cannot be asked (the tenant gauges' own ``crmsync_tenant_scrape_success`` says so).
+    """
 
     NAME = "crmsync_redis_maxmemory_policy_info"
-    HELP = ("Redis's maxmemory-policy as the policy label, value 1: any policy but noeviction may evict credit "
-            "windows, and an evicted window is a full bucket")
+    HELP = ("Redis's maxmemory-policy as the policy label (on a Redis Cluster one series per node), value 1: any "
+            "policy but noeviction may evict credit windows, and an evicted window is a full bucket")
 
     def __init__(self, client: Client) -> None:
         self.redis = client
+        self.labels = ["policy", "node"] if isinstance(client, redis.RedisCluster) else ["policy"]
 
     def describe(self) -> Iterable[Metric]:
         """The family this collector reports, without reading Redis (registration calls this)."""
-        return [GaugeMetricFamily(self.NAME, self.HELP, labels=["policy"])]
+        return [GaugeMetricFamily(self.NAME, self.HELP, labels=self.labels)]
 
     def collect(self) -> Iterable[Metric]:
         """Read the policy from Redis and report it; never raises."""
-        family = GaugeMetricFamily(self.NAME, self.HELP, labels=["policy"])
+        family = GaugeMetricFamily(self.NAME, self.HELP, labels=self.labels)
         try:
-            policy = maxmemory_policy(cast(redis.Redis, self.redis))  # a cluster answers INFO from one node
+            policies = redis_policies(self.redis)
         except redis.ResponseError as exc:  # e.g. INFO refused to this user; an unreachable Redis is logged apart
             log.warning("redis_policy_unreadable", error=f"{type(exc).__name__}: {exc}")
-            policy = None
+            policies = []
         except redis.RedisError:
-            policy = None
-        if policy is not None:
-            family.add_metric([policy], 1)
+            policies = []
+        for node, policy in policies:
+            if policy is not None:
+                family.add_metric([policy, node][:len(self.labels)], 1)
         yield family

@@ -9,7 +9,8 @@ pause and every park adds the tenant to the index first, and it leaves the index
 nothing parked, so a tenant outside the index runs with nothing parked. That saves three of six commands for
 each running tenant.
 
-``Shard`` splits the tenants between several metrics instances by a stable hash of the tenant id.
+``Shard`` splits the tenants between several metrics instances by a stable hash of the tenant id;
+``redis_policies`` reads Redis's eviction policy, each node's on a cluster.
 """
 
 from __future__ import annotations
@@ -31,9 +32,19 @@ from quota.scripts import METER
 from quota.validation import TENANT_PATTERN
 from quota.windows import DAILY_ENDS
 from worker import keys
+from worker.eviction import maxmemory_policy
 
 __all__ = [
-    "Client", "Shard", "ensure_meter", "learn", "meter_command", "meters", "pipelined", "raw_replies", "registry",
+    "Client",
+    "Shard",
+    "ensure_meter",
+    "learn",
+    "meter_command",
+    "meters",
+    "pipelined",
+    "raw_replies",
+    "redis_policies",
+    "registry",
     "settle",
 ]
 
@@ -348,3 +359,15 @@ def ensure_meter(client: Client, *, may_load: bool = True) -> bool:
             "the metering script is not loaded (Redis restarted or failed over) and this user may not load "
             "it: a worker loads it at start and on its first take")
     return may_load
+
+
+def redis_policies(client: Client) -> list[tuple[str, str | None]]:
+    """Redis's ``maxmemory-policy`` (``None`` when ``INFO`` reports none): ``[("", policy)]`` for one Redis, and
+    for a cluster one ``("host:port", policy)`` per node the client knows (every master, and the replicas the
+    cluster lists in its slot map: a replica may be promoted), since each node has its own. Raises
+    ``redis.RedisError`` when a node cannot be asked."""
+    if not isinstance(client, redis.RedisCluster):
+        return [("", maxmemory_policy(client))]
+    return [(f"{node.host}:{node.port}", maxmemory_policy(client.get_redis_connection(node)))
+            for node in sorted(client.get_nodes(),  # type: ignore[no-untyped-call]  # untyped in redis-py
+                               key=lambda node: (node.host, node.port))]
