@@ -17,10 +17,12 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -44,9 +46,10 @@ from tests.faults.conftest import (  # noqa: F401  (fixtures)
 from worker import keys
 from worker.devstack.redis_cluster import LocalRedisCluster
 from worker.devstack.redis_server import EmbeddedRedis
-from worker.jobs import lifecycle
+from worker.jobs import actors, lifecycle
 from worker.jobs.actors import _await_redis
 from worker.jobs.parking import PauseStore
+from worker.jobs.runtime import Runtime
 from worker.jobs.state import TERMINAL
 
 pytestmark = pytest.mark.slow
@@ -292,3 +295,27 @@ def test_a_cluster_down_answer_is_redis_down() -> None:
     error.__cause__ = redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down")
     assert lifecycle.redis_down(error)
     assert not lifecycle.redis_down(QuotaUnavailable("credit bucket unavailable: unexpected meter reply"))
+
+
+def test_the_object_lock_outlives_its_ttl_while_the_job_runs(own_cluster: LocalRedisCluster,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job held up (by a failover, or a long Bulk job) keeps its object's lock: the keeper thread extends the
+    token the job's thread acquired (it raised AttributeError when redis-py kept the token thread-local)."""
+    client = connect(own_cluster.url)
+    monkeypatch.setattr(actors, "LOCK_TTL_S", 1)  # the keeper extends every third of a second
+    errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    key = keys.lock("lock-keeper", "Lead")
+    ttls: list[int] = []
+
+    def extended_past_ttl() -> bool:
+        ttls.append(cast(int, client.pttl(key)))
+        # Three times the TTL went back up: the lock has lived past its one-second TTL.
+        return bool(errors) or sum(1 for a, b in itertools.pairwise(ttls) if b > a) >= 3
+
+    with actors._object_lock(cast(Runtime, SimpleNamespace(redis=client)), "lock-keeper", "Lead"):
+        wait_until(extended_past_ttl, 60, "the keeper to extend the lock three times")
+        assert not errors, errors
+        assert client.exists(key)
+    assert not client.exists(key)  # released at the end
+    client.close()
