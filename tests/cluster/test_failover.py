@@ -2,11 +2,13 @@
 their clients follow it, every job finishes, no record is lost or pushed twice, and no bucket is overspent by
 more than what a failover can lose (the takes the dead master acknowledged but had not yet sent its replica).
 
-The cluster is this module's own (3 masters, a replica each, the ``cluster-node-timeout`` of
-``deploy/redis/cluster.conf``), not the session's, since a node is killed; the Dramatiq broker is a separate
-single node (``BROKER_URL``). Tenants are picked so that some live on the master that is killed and some on the
-others; one of the killed master's tenants has a limit below its work, so it runs dry, parks, and its count in
-the emulator is checked against its limit before the limit is raised and it finishes.
+The cluster is this module's own (3 masters, a replica each, Redis's default ``cluster-node-timeout``), not the
+session's, since a node is killed; the Dramatiq broker is a separate single node (``BROKER_URL``). Tenants are
+picked so that some live on the master that is killed and some on the others; one of the killed master's tenants
+has fewer credits left than its work needs, so it runs dry, parks, and its count in the emulator is checked
+against its credits before its limit is raised and it finishes. Smaller tests pin down what the big one relies
+on: the wait before a stopped job's retry outlasts the dead master, ``CLUSTERDOWN`` is Redis down, and a job's
+object lock outlives its TTL while the job runs.
 """
 
 from __future__ import annotations
