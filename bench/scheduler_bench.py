@@ -11,8 +11,8 @@ nothing is warm but what a running scheduler would have warm.
 Printed against the target (5,000 due pulls a second: 300,000 schedules every 15 minutes need 333/s steady
 and a burst of 300,000 after an outage) and against two references measured in the same run on the same
 server right after each tick: ``enqueue_pull`` called once per entry for 3,000 other pulls (the core of the old
-tick, which also renewed the lease, read the pause and claimed each entry, a round trip each), and raw pipelined ``ZADD`` of the same members in pages of
-1,000 (the cheapest write per entry there is).
+tick, which also renewed the lease, read the pause and claimed each entry, a round trip each), and raw
+pipelined ``ZADD`` of the same members in pages of 1,000 (the cheapest write per entry there is).
 
 ``python -m bench.scheduler_bench [N]`` (default: 30,000 and 300,000).
 """
