@@ -16,6 +16,7 @@ import redis
 from emulator import EmulatorServer
 from tests.e2e import conftest as e2e
 from worker.devstack.redis_cluster import LocalRedisCluster
+from worker.jobs import runtime
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +48,9 @@ def _cluster_environment(redis_cluster: LocalRedisCluster, single_node_url: str,
                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BROKER_URL", single_node_url)
     monkeypatch.setenv("REDIS_URL", redis_cluster.url)
+    # Jobs run in this process (the state suites' stub workers) build the process runtime from REDIS_URL once:
+    # a cluster test gets its own, and the tests after it get back whatever they had (a single-node one).
+    monkeypatch.setattr(runtime, "_runtime", None)
 
 
 @pytest.fixture
