@@ -35,14 +35,15 @@ def hopping(rabbitmq_url: str) -> Iterator[CrmsyncRabbitmqBroker]:
 
 
 def test_a_long_delay_waits_in_hops_and_runs_once_when_due(hopping: CrmsyncRabbitmqBroker) -> None:
-    sent: list[tuple[int, dramatiq.Message[Any]]] = []  # (when, what was sent) for each enqueue
+    # (when the send returned, what was sent) for each enqueue: a hop's eta is computed inside the send, so it
+    # is at most max_hold_ms after the send returned however slowly the send ran.
+    sent: list[tuple[int, dramatiq.Message[Any]]] = []
     runs: list[int] = []
     original = hopping.enqueue
 
     def recording(message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
-        at = current_millis()
         result = original(message, delay=delay)
-        sent.append((at, result))
+        sent.append((current_millis(), result))
         return result
 
     hopping.enqueue = recording  # type: ignore[method-assign]
