@@ -29,6 +29,8 @@ from redis.cluster import ClusterNode
 from redis.retry import Retry
 
 from quota.errors import QuotaUnavailable, RedisConfigError, RedisTopologyError, RedisUrlError
+from quota.urls import CLUSTER_SCHEMES, is_cluster_url, redact_url
+from quota.urls import scheme as url_scheme
 
 __all__ = [
     "CLUSTER_SCHEMES",
@@ -43,38 +45,15 @@ __all__ = [
 RedisClient: TypeAlias = "redis.Redis | redis.RedisCluster"
 """What ``connect`` returns: a single-node client or a cluster client (both take the same one-slot commands)."""
 
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _NODE_SCHEMES = ("redis", "rediss", "unix")
 _SLOTS = 16384
 # How long a start waits for a cluster that has every slot assigned but is not ok (a failover under way).
 _SETTLE_S = 10.0
 
 
-def _scheme(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else ""
-
-
-def is_cluster_url(url: str) -> bool:
-    """Whether ``url`` names a Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
-    return _scheme(url) in CLUSTER_SCHEMES
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, tail = rest.partition("/")
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo or not user else f"***@{host}"
-    return f"{scheme}{sep}{netloc}{slash}{tail}"
-
-
 def _cluster_parts(url: str) -> tuple[str, list[tuple[str, int]]]:
     """The URL of the first seed in the single-node form redis-py parses, and every seed's (host, port)."""
-    scheme = _scheme(url)
+    scheme = url_scheme(url)
     parts = urlsplit(url)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     seeds: list[tuple[str, int]] = []
@@ -102,7 +81,7 @@ def connect(url: str, **redis_options: Any) -> RedisClient:
     but are no usable cluster, ``QuotaUnavailable`` when no seed of a cluster URL can be reached (a cluster
     client learns the slot map as it is built).
     """
-    scheme = _scheme(url)
+    scheme = url_scheme(url)
     if scheme not in CLUSTER_SCHEMES:
         if scheme not in _NODE_SCHEMES:
             raise RedisUrlError(f"REDIS_URL {redact_url(url)}: expected redis://, rediss://, unix://, "

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from quota.urls import CLUSTER_SCHEMES, is_cluster_url, redact_url, scheme
+
 __all__ = [
     "BROKER_SCHEMES",
     "DEFAULT_REDIS_URL",
@@ -66,7 +68,6 @@ __all__ = [
     "metrics_objects",
     "multiproc_dir",
     "positive_setting",
-    "redacted_url",
     "redis_url",
 ]
 
@@ -208,28 +209,6 @@ class WorkerSettings:
 
 
 BROKER_SCHEMES = {"redis": "redis", "rediss": "redis", "unix": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}
-_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
-
-
-def _scheme(url: str) -> str:
-    return url.partition("://")[0].lower() if "://" in url else ""
-
-
-def redacted_url(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: how a URL may appear in logs and errors.
-    Several URLs separated by ``;`` (a RabbitMQ cluster's nodes) are redacted each."""
-    if ";" in url:
-        return ";".join(redacted_url(part) for part in url.split(";"))
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    if password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 @dataclass(frozen=True)
@@ -244,7 +223,7 @@ class BrokerSettings:
     @property
     def kind(self) -> str:
         """``rabbitmq`` for an ``amqp://`` or ``amqps://`` URL, else ``redis``."""
-        return BROKER_SCHEMES.get(_scheme(self.url), "redis")
+        return BROKER_SCHEMES.get(scheme(self.url), "redis")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> BrokerSettings:
@@ -255,16 +234,16 @@ class BrokerSettings:
         chance = positive_setting("CRMSYNC_BROKER_MAINTENANCE_CHANCE", cls.maintenance_chance, environ)
         url = _env(environ).get("BROKER_URL") or ""
         if url:
-            scheme = _scheme(url)
-            if scheme in _CLUSTER_SCHEMES:
-                raise ValueError(f"BROKER_URL={redacted_url(url)}: names a Redis Cluster, and Dramatiq's Redis broker "
+            kind = scheme(url)
+            if kind in CLUSTER_SCHEMES:
+                raise ValueError(f"BROKER_URL={redact_url(url)}: names a Redis Cluster, and Dramatiq's Redis broker "
                                  "cannot run on a cluster: use RabbitMQ (amqp://) or one Redis node (redis://)")
-            if scheme not in BROKER_SCHEMES:
-                raise ValueError(f"BROKER_URL={redacted_url(url)}: expected an amqp://, amqps://, redis://, "
+            if kind not in BROKER_SCHEMES:
+                raise ValueError(f"BROKER_URL={redact_url(url)}: expected an amqp://, amqps://, redis://, "
                                  "rediss:// or unix:// URL")
         else:
             url = redis_url(environ)
-            if _scheme(url) in _CLUSTER_SCHEMES:
+            if is_cluster_url(url):
                 raise ValueError("REDIS_URL names a Redis Cluster and BROKER_URL is unset: Dramatiq's Redis broker "
                                  "cannot run on a cluster; set BROKER_URL to RabbitMQ (amqp://...) or one Redis "
                                  "node (redis://...)")

@@ -15,13 +15,14 @@ import pytest
 from dramatiq.common import current_millis
 
 import worker.broker
+from quota.urls import redact_url
 from tests.conftest import wait_until
 from worker.broker import build_broker, send_many
 from worker.broker.rabbitmq import BLOCKED_TIMEOUT_S, DUE_OPTION, TX_BATCH, CrmsyncRabbitmqBroker
 from worker.broker.redis import CrmsyncRedisBroker
 from worker.devstack import rabbitmq_server
 from worker.devstack.rabbitmq_server import LocalRabbitMQ
-from worker.settings import BrokerSettings, redacted_url
+from worker.settings import BrokerSettings
 
 QUEUE = "hops-test"
 
@@ -164,9 +165,9 @@ def test_a_broker_that_cannot_work_is_refused_without_its_password(env: dict[str
 
 
 def test_a_broker_url_is_never_shown_with_its_password() -> None:
-    assert redacted_url("amqp://u:s3cret@h:1/v?heartbeat=5") == "amqp://u:***@h:1/v?heartbeat=5"
-    assert redacted_url("amqp://u:a@h;amqp://u:b@k") == "amqp://u:***@h;amqp://u:***@k"
-    assert redacted_url("amqp://h/%2F") == "amqp://h/%2F"
+    assert redact_url("amqp://u:s3cret@h:1/v?heartbeat=5") == "amqp://u:***@h:1/v?heartbeat=5"
+    assert redact_url("amqp://u:a@h;amqp://u:b@k") == "amqp://u:***@h;amqp://u:***@k"
+    assert redact_url("amqp://h/%2F") == "amqp://h/%2F"
     assert "s3cret" not in repr(BrokerSettings(url="amqp://u:s3cret@h"))
 
 

@@ -15,9 +15,10 @@ import pika
 import pika.exceptions
 import redis
 
+from quota.urls import redact_url
 from worker.broker.rabbitmq import connection_parameters
 from worker.errors import BrokerUnavailable, CommandError
-from worker.settings import BrokerSettings, redacted_url
+from worker.settings import BrokerSettings
 
 __all__ = ["CHECK_TIMEOUT_S", "check_broker", "describe", "describe_error", "require_broker", "scrub"]
 
@@ -38,7 +39,7 @@ def check_broker(settings: BrokerSettings, timeout_s: float = CHECK_TIMEOUT_S) -
 
 def describe(settings: BrokerSettings) -> str:
     """The broker as messages name it: its kind and its URL without the password."""
-    return f"{'RabbitMQ' if settings.kind == 'rabbitmq' else 'Redis'} broker {redacted_url(settings.url)}"
+    return f"{'RabbitMQ' if settings.kind == 'rabbitmq' else 'Redis'} broker {redact_url(settings.url)}"
 
 
 def require_broker() -> BrokerSettings:
