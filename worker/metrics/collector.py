@@ -38,13 +38,13 @@ import structlog
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from quota.bucket import Clock
-from quota.reading import Reading, WindowMode, needed_window
-from quota.windows import DAILY_ENDS
+from quota.reading import Reading, WindowMode
 from worker import keys
 from worker.jobs.parking import PauseReason
 from worker.metrics.reads import (
     Client,
     Shard,
+    defer,
     ensure_meter,
     learn,
     meter_command,
@@ -237,13 +237,8 @@ class TenantCollector:
         pending: list[tuple[str, int]] = []
         for tenant, replies in pipelined(self.redis, tenants, commands, self.chunk):
             label = f'{{tenant="{tenant}"'  # ids match TENANT_PATTERN: nothing to escape
-            end = needed_window(replies[0])
-            if end is None:
-                failed = _quota(tenant, replies[0], lines)
-            else:  # its daily counter is not the one declared: read again below, declaring the right one
-                DAILY_ENDS.learn(tenant, end)
-                pending.append((tenant, end))
-                failed = False
+            # A daily counter that is not the one declared is read again below, declaring the right one.
+            failed = not defer(tenant, replies[0], pending) and _quota(tenant, replies[0], lines)
             failed |= _org(label, replies[1], lines)
             failed |= _bulk(label, replies[2], lines)
             if len(replies) == 3:

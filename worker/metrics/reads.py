@@ -37,6 +37,7 @@ from worker.eviction import maxmemory_policy
 __all__ = [
     "Client",
     "Shard",
+    "defer",
     "ensure_meter",
     "learn",
     "meter_command",
@@ -294,6 +295,17 @@ def _declaring(ends: dict[str, int], now: str) -> Callable[[str], Sequence[Comma
     return lambda tenant: (meter_command(tenant, now, ends[tenant]),)
 
 
+def defer(tenant: str, reply: Any, pending: list[tuple[str, int]]) -> bool:
+    """Whether the meter ``reply`` asked for another daily counter (``needed_window``); if so, remember that
+    window and add ``tenant`` to ``pending``, which ``settle`` reads again declaring it."""
+    end = needed_window(reply)
+    if end is None:
+        return False
+    DAILY_ENDS.learn(tenant, end)
+    pending.append((tenant, end))
+    return True
+
+
 def settle(client: Client, pending: Sequence[tuple[str, int]], now: str,
            chunk: int = 1000) -> Iterator[tuple[str, Any]]:
     """The meter replies of tenants whose first reply asked for another daily counter (``needed_window``):
@@ -304,12 +316,8 @@ def settle(client: Client, pending: Sequence[tuple[str, int]], now: str,
         ends = dict(pending)
         retry: list[tuple[str, int]] = []
         for tenant, (reply,) in pipelined(client, list(ends), _declaring(ends, now), chunk):
-            end = needed_window(reply)
-            if end is None:
+            if not defer(tenant, reply, retry):
                 yield tenant, reply
-            else:
-                DAILY_ENDS.learn(tenant, end)
-                retry.append((tenant, end))
         pending = retry
     for tenant, _ in pending:
         yield tenant, redis.ResponseError("the daily window moved on every read of it")
@@ -321,12 +329,8 @@ def meters(client: Client, tenants: Sequence[str], now: str, chunk: int = 1000) 
     replies: dict[str, Any] = {}
     pending: list[tuple[str, int]] = []
     for tenant, (reply,) in pipelined(client, tenants, lambda t: (meter_command(t, now),), chunk):
-        end = needed_window(reply)
-        if end is None:
+        if not defer(tenant, reply, pending):
             replies[tenant] = reply
-        else:
-            DAILY_ENDS.learn(tenant, end)
-            pending.append((tenant, end))
     replies.update(settle(client, pending, now, chunk))
     out: list[tuple[str, Any]] = []
     for tenant in tenants:
