@@ -74,6 +74,11 @@ class Queued:
     new: bool
 
 
+def _serves(running: str, wanted: Priority) -> bool:
+    # Any pull serves a normal request; only an essential pull serves an essential one.
+    return wanted in (DEFAULT_PRIORITY, running)
+
+
 def active_pull(client: redis.Redis, tenant: str, sobject: str, priority: Priority = DEFAULT_PRIORITY) -> str | None:
     """The id of the tenant's pull of ``sobject`` (however spelled) that is queued, running or parked and serves
     ``priority``, if any: any pull serves a normal one, only an essential pull serves an essential one."""
@@ -83,7 +88,7 @@ def active_pull(client: redis.Redis, tenant: str, sobject: str, priority: Priori
     record = JobStore(client).get(tenant, job_id)
     if record is None or record.state in TERMINAL:
         return None
-    return job_id if priority in (DEFAULT_PRIORITY, record.priority) else None
+    return job_id if _serves(record.priority, priority) else None
 
 
 def enqueue_pull(client: redis.Redis, tenant: str, sobject: str, fields: Sequence[str] = (), *,
@@ -112,11 +117,6 @@ def _checked(request: PullRequest) -> PullRequest:
         check_name(name, "field")
     return PullRequest(request.tenant, canonical_object(check_name(request.sobject, "object")),
                        check_priority(request.priority), tuple(request.fields))
-
-
-def _serves(running: str, wanted: Priority) -> bool:
-    # Any pull serves a normal request; only an essential pull serves an essential one.
-    return wanted in (DEFAULT_PRIORITY, running)
 
 
 def enqueue_pulls(client: pipeline.Client, requests: Sequence[PullRequest], *,
