@@ -30,6 +30,7 @@ from worker import keys
 from worker.cli import Subcommands, add_command
 from worker.cli.bucket import connect_bucket, status_dict
 from worker.eviction import eviction_warning
+from worker.jobs.parking import PauseState
 from worker.metrics.reads import Client, ensure_meter, meters, pipelined, raw_replies, redis_policies, registry
 from worker.salesforce import bulk_limits
 from worker.salesforce.session import OrgUsage
@@ -129,13 +130,13 @@ def _row(bucket: CreditBucket, tenant: str, reading: Reading | Exception, replie
             used=reading.used, remaining=reading.remaining, resets_at=datetime.fromtimestamp(reading.resets_at, UTC),
             reset_at=text(config[1]) or "00:00", raw_limit=text(config[0]), window=reading.mode,
             reserve=reading.reserve))
-    state = _pause_state(pause)
+    state = PauseState.parse(tenant, pause)
     usage = OrgUsage.parse(org)
     row.update(
         paused=state is not None,
-        pause_reason=state[0] if state else None,
-        pause_scope=state[1] if state else None,
-        paused_since=state[2] if state else None,
+        pause_reason=state.reason if state else None,
+        pause_scope=state.scope if state else None,
+        paused_since=state.since if state else None,
         parked_jobs=int(parked) + int(essential),
         org_api_usage=usage.used if usage else None,
         org_api_max=usage.max if usage else None,
@@ -143,18 +144,6 @@ def _row(bucket: CreditBucket, tenant: str, reading: Reading | Exception, replie
     row.update(_bulk_status(bulk))
     return row
 
-
-def _pause_state(reply: dict[Any, Any]) -> tuple[str, str, float] | None:
-    """A pause hash's reason, scope and since, as ``PauseStore.get`` reads them; ``None`` when running."""
-    if not reply:
-        return None
-    data = {text(k): text(v) for k, v in reply.items()}
-    try:
-        since = float(data.get("since", "0") or "0")
-    except ValueError:
-        since = 0.0
-    # Anything but "normal" (pauses from before scopes, or written by hand) holds every job.
-    return data.get("reason") or "unknown", "normal" if data.get("scope") == "normal" else "all", since
 
 
 def _bulk_status(reply: Any) -> dict[str, Any]:

@@ -49,6 +49,20 @@ class PauseState:
         jobs only."""
         return not (priority == "essential" and self.scope == "normal")
 
+    @classmethod
+    def parse(cls, tenant: str, raw: dict[Any, Any]) -> PauseState | None:
+        """The pause a ``crmsync:{T}:pause`` hash (as ``HGETALL`` answers it) holds; ``None`` when it is empty."""
+        if not raw:
+            return None
+        data = {text(k): text(v) for k, v in raw.items()}
+        try:
+            since = float(data.get("since", "0"))
+        except ValueError:
+            since = 0.0
+        # Anything but "normal" (pauses from before scopes, or written by hand) holds every job.
+        scope: PauseScope = "normal" if data.get("scope") == "normal" else "all"
+        return cls(tenant, data.get("reason", "unknown"), since, data.get("detail", ""), scope)
+
 
 @dataclass(frozen=True)
 class ParkedJob:
@@ -118,17 +132,7 @@ class PauseStore:
 
     def get(self, tenant: str) -> PauseState | None:
         """The tenant's pause, or ``None`` when it is running."""
-        raw = cast(dict[Any, Any], self.redis.hgetall(keys.pause(tenant)))
-        if not raw:
-            return None
-        data = {text(k): text(v) for k, v in raw.items()}
-        try:
-            since = float(data.get("since", "0"))
-        except ValueError:
-            since = 0.0
-        # Anything but "normal" (pauses from before scopes, or written by hand) holds every job.
-        scope: PauseScope = "normal" if data.get("scope") == "normal" else "all"
-        return PauseState(tenant, data.get("reason", "unknown"), since, data.get("detail", ""), scope)
+        return PauseState.parse(tenant, cast(dict[Any, Any], self.redis.hgetall(keys.pause(tenant))))
 
     def paused_tenants(self) -> list[str]:
         """Tenants in the paused index (paused, or unpaused with parked jobs still to re-queue)."""
