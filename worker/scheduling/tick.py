@@ -25,6 +25,7 @@ from quota.replies import text
 from quota.scripts import LuaScript
 from worker import keys
 from worker.enqueue import PullRequest, Queued, enqueue_pulls
+from worker.jobs.parking import PauseState
 from worker.jobs.priority import Priority
 from worker.scheduling import pipeline
 from worker.scheduling.schedules import MIN_INTERVAL_S, check_stored_interval, check_stored_priority, parse_member
@@ -97,13 +98,6 @@ class _LeaseLost(Exception):
     """The lease was gone when the batch was about to be sent."""
 
 
-def _paused(raw: Any, priority: Priority) -> bool:
-    # As ``PauseStore.get`` reads a pause: none when the hash is empty; a scope other than "normal" holds all.
-    if not raw:
-        return False
-    scope = next((text(v) for k, v in cast(dict[Any, Any], raw).items() if text(k) == "scope"), None)
-    return not (priority == "essential" and scope == "normal")
-
 
 class TickPass:
     """One pass of ``scheduler`` at ``now``, filling ``report``."""
@@ -117,7 +111,7 @@ class TickPass:
         # The paused index, once per pass: only its tenants' pauses are read (once each), so a paused tenant's
         # entries cost no round trip each.
         self.paused_index = {text(t) or "" for t in cast(set[Any], self.redis.smembers(keys.PAUSED))}
-        self.pauses: dict[str, Any] = {}
+        self.pauses: dict[str, PauseState | None] = {}  # each paused-index tenant's pause, once read
         self.seen: set[str] = set()
         self.floor: float | None = None  # score of the last entry read; None: from the start
         self.left_at_floor = 0  # entries at that score left in the due set, to page past
@@ -206,7 +200,7 @@ class TickPass:
         for reply in (intervals, priorities, *pauses):
             if isinstance(reply, Exception):
                 raise reply
-        self.pauses.update(zip(unread, pauses, strict=True))
+        self.pauses.update((t, PauseState.parse(t, raw)) for t, raw in zip(unread, pauses, strict=True))
         due: list[_Due] = []
         moves: list[tuple[str, float, float | None]] = []
         for entry, raw_interval, raw_priority in zip(fresh, intervals, priorities, strict=True):
@@ -223,7 +217,8 @@ class TickPass:
                 self.s.log.warning("scheduler.invalid_entry", member=entry.member, error=str(exc))
                 moves.append((entry.member, entry.due, self.now + MIN_INTERVAL_S))
                 continue
-            if _paused(self.pauses.get(tenant), priority):
+            pause = self.pauses.get(tenant)
+            if pause is not None and pause.holds(priority):
                 # Left due: the first tick after the resume queues its pull.
                 self.report.paused.append(entry.member)
                 left.add(entry.member)
