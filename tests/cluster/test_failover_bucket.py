@@ -56,7 +56,9 @@ def test_takes_fail_closed_during_a_failover_and_lose_only_the_unreplicated_tail
     print(f"\nfailover: {sum(granted):,} takes granted, {used:,} counted after it, {lost} lost; "
           f"{sum(refused):,} refused (QuotaUnavailable) while no master served the slot")
     assert sum(refused) > 0  # the gap was seen, and failed closed
-    assert 0 <= lost <= LOSS_BOUND  # never more counted than granted; the tail lost is small
+    # A take in flight at the kill may have run and replicated while its reply was lost (the thread saw
+    # QuotaUnavailable): at most one per thread counted but not granted. The tail lost is small.
+    assert -THREADS <= lost <= LOSS_BOUND
     if other is not None:
         assert bucket.take(other, 1).granted  # tenants on the other masters were never affected
     bucket.close()
